@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisStore keeps each session as one Redis hash, session:<id>, with fields
+// counter, created and (optionally) pad, expiring after the session TTL.
+//
+// Writes are Lua scripts, so a create or a bump is one atomic step on the
+// primary, and each script is pipelined with WAIT in the same round trip:
+// WAIT blocks until the replicas have acknowledged every earlier write on the
+// same connection, which includes the script just sent. Fewer acks than
+// SESSION_REDIS_WAIT_REPLICAS and the write is reported as failed. (WAIT must
+// not be put inside MULTI: there Redis answers at once without blocking.)
+type redisStore struct {
+	rdb          redis.UniversalClient
+	ttl          time.Duration
+	waitReplicas int
+	waitTimeout  time.Duration
+	pad          string
+	opTimeout    time.Duration
+}
+
+const redisKeyPrefix = "session:"
+
+// createScript: KEYS[1]=key ARGV[1]=ttl ms ARGV[2]=created unix ms ARGV[3]=pad.
+const createScript = `
+redis.call('HSET', KEYS[1], 'counter', 0, 'created', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'pad', ARGV[3]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 0`
+
+// incrScript: KEYS[1]=key ARGV[1]=ttl ms. Returns the new counter, or nil
+// when the session does not exist (so an unknown id never creates a key).
+const incrScript = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local c = redis.call('HINCRBY', KEYS[1], 'counter', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return c`
+
+// newRedisClient builds the client the wiring asks for: a Sentinel-aware
+// FailoverClient when sentinels are given, else a plain client on the primary
+// Service address. Timeouts are short and retries few, so that during a
+// failover a request fails within a few seconds and the next one dials the
+// primary Sentinel names now, instead of queueing behind a stuck pool.
+func newRedisClient(c Config) redis.UniversalClient {
+	readTimeout := 2 * time.Second
+	if c.WaitReplicas > 0 && c.WaitTimeout+time.Second > readTimeout {
+		// WAIT blocks server-side for up to WaitTimeout; the socket read must outlast it.
+		readTimeout = c.WaitTimeout + time.Second
+	}
+	if len(c.SentinelAddrs) > 0 {
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:       c.SentinelMaster,
+			SentinelAddrs:    c.SentinelAddrs,
+			SentinelPassword: c.RedisPassword,
+			Password:         c.RedisPassword,
+			ClientName:       "session-app",
+			DialTimeout:      time.Second,
+			ReadTimeout:      readTimeout,
+			WriteTimeout:     time.Second,
+			PoolTimeout:      readTimeout,
+			MaxRetries:       2,
+			MinRetryBackoff:  50 * time.Millisecond,
+			MaxRetryBackoff:  500 * time.Millisecond,
+			ConnMaxIdleTime:  time.Minute,
+			// Honour the request's deadline too, not only the socket timeouts.
+			ContextTimeoutEnabled: true,
+		})
+	}
+	return redis.NewClient(&redis.Options{
+		Addr:                  c.RedisAddr,
+		Password:              c.RedisPassword,
+		ClientName:            "session-app",
+		DialTimeout:           time.Second,
+		ReadTimeout:           readTimeout,
+		WriteTimeout:          time.Second,
+		PoolTimeout:           readTimeout,
+		MaxRetries:            2,
+		MinRetryBackoff:       50 * time.Millisecond,
+		MaxRetryBackoff:       500 * time.Millisecond,
+		ConnMaxIdleTime:       time.Minute,
+		ContextTimeoutEnabled: true,
+	})
+}
+
+func newRedisStore(c Config, rdb redis.UniversalClient) *redisStore {
+	s := &redisStore{
+		rdb:          rdb,
+		ttl:          c.TTL,
+		waitReplicas: c.WaitReplicas,
+		waitTimeout:  c.WaitTimeout,
+		pad:          strings.Repeat("x", c.PadBytes),
+		opTimeout:    5 * time.Second,
+	}
+	if need := c.WaitTimeout + 3*time.Second; c.WaitReplicas > 0 && need > s.opTimeout {
+		s.opTimeout = need
+	}
+	return s
+}
+
+func (s *redisStore) key(id string) string { return redisKeyPrefix + id }
+
+func (s *redisStore) ttlMillis() string { return strconv.FormatInt(s.ttl.Milliseconds(), 10) }
+
+// write runs one write script and, when configured, WAIT in the same pipeline.
+func (s *redisStore) write(ctx context.Context, script string, keys []string, args ...any) (*redis.Cmd, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	eval := pipe.Eval(ctx, script, keys, args...)
+	var wait *redis.Cmd
+	if s.waitReplicas > 0 {
+		// Pipeliner has no Wait helper; the raw command is the same WAIT.
+		wait = pipe.Do(ctx, "wait", s.waitReplicas, s.waitTimeout.Milliseconds())
+	}
+	_, _ = pipe.Exec(ctx) // errors are inspected per command below
+	if err := eval.Err(); err != nil {
+		return eval, err
+	}
+	if wait != nil {
+		n, err := wait.Int64()
+		if err != nil {
+			return eval, fmt.Errorf("WAIT: %w", err)
+		}
+		if n < int64(s.waitReplicas) {
+			return eval, fmt.Errorf("%w: %d of %d replicas within %s", ErrNotReplicated, n, s.waitReplicas, s.waitTimeout)
+		}
+	}
+	return eval, nil
+}
+
+func (s *redisStore) Create(ctx context.Context, id string) (Session, error) {
+	created := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	if _, err := s.write(ctx, createScript, []string{s.key(id)}, s.ttlMillis(), created, s.pad); err != nil {
+		return Session{}, err
+	}
+	return Session{ID: id}, nil
+}
+
+func (s *redisStore) Incr(ctx context.Context, id string) (Session, error) {
+	eval, err := s.write(ctx, incrScript, []string{s.key(id)}, s.ttlMillis())
+	if errors.Is(err, redis.Nil) {
+		return Session{}, ErrNotFound
+	}
+	if err != nil {
+		return Session{}, err
+	}
+	n, err := eval.Int64()
+	if err != nil {
+		return Session{}, fmt.Errorf("incr script reply: %w", err)
+	}
+	return Session{ID: id, Counter: n}, nil
+}
+
+func (s *redisStore) Get(ctx context.Context, id string) (Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	v, err := s.rdb.HGet(ctx, s.key(id), "counter").Result()
+	if errors.Is(err, redis.Nil) {
+		return Session{}, ErrNotFound
+	}
+	if err != nil {
+		return Session{}, err
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return Session{}, fmt.Errorf("session %s: bad counter %q", id, v)
+	}
+	return Session{ID: id, Counter: n}, nil
+}
+
+// Ready pings the primary through the same client the handlers use; for the
+// FailoverClient that means Sentinel answered and named a reachable primary.
+func (s *redisStore) Ready(ctx context.Context) error {
+	return s.rdb.Ping(ctx).Err()
+}
+
+func (s *redisStore) Close() error { return s.rdb.Close() }
