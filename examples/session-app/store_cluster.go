@@ -43,7 +43,7 @@ type clusterStore struct {
 
 	peers             func(context.Context) ([]string, error)
 	discoveryInterval time.Duration
-	discovered        atomic.Bool // first discovery round done: joined, or alone
+	discovered        atomic.Bool  // first discovery round done: joined, or alone
 	lastDiscoveryErr  atomic.Value // string
 	logf              func(format string, args ...any)
 

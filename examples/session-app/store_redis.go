@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +66,7 @@ func newRedisClient(c Config) redis.UniversalClient {
 			Password:         c.RedisPassword,
 			ClientName:       "session-app",
 			DialTimeout:      time.Second,
+			DialerRetries:    1, // each dial asks Sentinel afresh; more tries only delay the error
 			ReadTimeout:      readTimeout,
 			WriteTimeout:     time.Second,
 			PoolTimeout:      readTimeout,
@@ -81,6 +83,7 @@ func newRedisClient(c Config) redis.UniversalClient {
 		Password:              c.RedisPassword,
 		ClientName:            "session-app",
 		DialTimeout:           time.Second,
+		DialerRetries:         1,
 		ReadTimeout:           readTimeout,
 		WriteTimeout:          time.Second,
 		PoolTimeout:           readTimeout,
@@ -185,3 +188,17 @@ func (s *redisStore) Ready(ctx context.Context) error {
 }
 
 func (s *redisStore) Close() error { return s.rdb.Close() }
+
+// redisLogger routes go-redis's own log lines (one per failed dial during a
+// failover) through a rate limit, so an outage under load stays readable.
+type redisLogger struct{ rl rateLimitedLog }
+
+func (l *redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if strings.HasPrefix(format, "sentinel:") {
+		log.Printf("redis: "+format, v...) // rare and worth seeing: primary changes
+		return
+	}
+	l.rl.printf("redis: "+format, v...)
+}
+
+func init() { redis.SetLogger(&redisLogger{}) }
