@@ -19,15 +19,23 @@ import (
 
 func main() {
 	log.SetFlags(log.LstdFlags | log.LUTC)
-	if err := run(); err != nil {
+	// SIGTERM (Kubernetes) or Ctrl-C start a graceful shutdown.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.LookupEnv, nil); err != nil {
 		log.Fatalf("session-app: %v", err)
 	}
 }
 
-func run() error {
-	cfg, err := LoadConfig(os.LookupEnv)
+// run serves until ctx is done, then shuts down gracefully. listening, when
+// not nil, is told the address once the HTTP listener is up (for tests).
+func run(ctx context.Context, lookup func(string) (string, bool), listening func(addr string)) error {
+	cfg, err := LoadConfig(lookup)
 	if err != nil {
 		return err
+	}
+	if cfg.Mode == ModeStore && cfg.Backend != BackendRedis {
+		log.Printf("WARNING: SESSION_MODE=Store but no SESSION_REDIS_* wiring: sessions stay in this process only")
 	}
 	store, err := openStore(cfg)
 	if err != nil {
@@ -48,9 +56,10 @@ func run() error {
 	}
 	log.Printf("session-app %s: mode=%s backend=%s ttl=%s listening on %s",
 		cfg.Instance, cfg.Mode, cfg.Backend, cfg.TTL, ln.Addr())
+	if listening != nil {
+		listening(ln.Addr().String())
+	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 

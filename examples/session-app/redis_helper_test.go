@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,11 +231,6 @@ func sentinelMaster(addr string) (string, error) {
 		return "", fmt.Errorf("unexpected reply %v", hp)
 	}
 	return net.JoinHostPort(hp[0], hp[1]), nil
-}
-
-func atoi(s string) int {
-	n, _ := strconv.Atoi(s)
-	return n
 }
 
 func errf(format string, args ...any) error { return fmt.Errorf(format, args...) }

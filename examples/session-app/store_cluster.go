@@ -172,19 +172,27 @@ func (s *clusterStore) Create(_ context.Context, id string) (Session, error) {
 }
 
 func (s *clusterStore) Incr(_ context.Context, id string) (Session, error) {
+	e, err := s.localIncr(id)
+	if err != nil {
+		return Session{}, err
+	}
+	s.replicate(e)
+	return Session{ID: id, Counter: e.Counter}, nil
+}
+
+// localIncr bumps the local copy and returns the new version to replicate.
+func (s *clusterStore) localIncr(id string) (clusterEntry, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	e, ok := s.sessions[id]
 	if !ok || s.expired(e) {
-		s.mu.Unlock()
-		return Session{}, ErrNotFound
+		return clusterEntry{}, ErrNotFound
 	}
 	e.Counter++
 	e.Node = s.name
 	s.stamp(&e, e.Version)
 	s.sessions[id] = e
-	s.mu.Unlock()
-	s.replicate(e)
-	return Session{ID: id, Counter: e.Counter}, nil
+	return e, nil
 }
 
 func (s *clusterStore) Get(_ context.Context, id string) (Session, error) {
