@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// sessionHeader names the session without a cookie (the app accepts it).
+const sessionHeader = "X-Session-Id"
+
+// stateFile is what create writes and run/verify read.
+type stateFile struct {
+	Version  int            `json:"version"`
+	Created  time.Time      `json:"created"`
+	URLs     []string       `json:"urls"`
+	Sessions []sessionState `json:"sessions"`
+}
+
+// sessionState is one session and the highest counter the app acknowledged.
+type sessionState struct {
+	ID    string `json:"id"`
+	Acked int64  `json:"acked"`
+	URL   string `json:"url"` // where it was created
+}
+
+func readState(path string) (*stateFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var st stateFile
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &st, nil
+}
+
+// writeState writes atomically (temp file + rename).
+func writeState(path string, st *stateFile) error {
+	b, err := json.MarshalIndent(st, "", " ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".sessionload-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// appClient talks to app instances.
+type appClient struct {
+	http *http.Client
+}
+
+func newAppClient(timeout time.Duration, conns int) *appClient {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = conns * 4
+	tr.MaxIdleConnsPerHost = conns
+	return &appClient{http: &http.Client{Timeout: timeout, Transport: tr}}
+}
+
+// appResponse is the app's JSON for /login and /session.
+type appResponse struct {
+	ID       string `json:"id"`
+	Counter  int64  `json:"counter"`
+	Instance string `json:"instance"`
+}
+
+// result is the outcome of one request: Status 0 means a transport error.
+type result struct {
+	Status  int
+	Body    appResponse
+	Err     error
+	Latency time.Duration
+}
+
+func (c *appClient) do(ctx context.Context, method, url, sid string) result {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return result{Err: err}
+	}
+	if sid != "" {
+		req.Header.Set(sessionHeader, sid)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return result{Err: err, Latency: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	r := result{Status: resp.StatusCode}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	r.Latency = time.Since(start)
+	if err != nil {
+		r.Err = err
+		r.Status = 0
+		return r
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, &r.Body); err != nil {
+			r.Err = fmt.Errorf("bad JSON from %s: %w", url, err)
+			r.Status = 0
+		}
+	} else {
+		r.Err = fmt.Errorf("%s: HTTP %d: %s", url, resp.StatusCode, truncate(string(body), 200))
+	}
+	return r
+}
+
+func (c *appClient) login(ctx context.Context, base string) result {
+	return c.do(ctx, http.MethodPost, base+"/login", "")
+}
+
+func (c *appClient) bump(ctx context.Context, base, sid string) result {
+	return c.do(ctx, http.MethodGet, base+"/session", sid)
+}
+
+func (c *appClient) peek(ctx context.Context, base, sid string) result {
+	return c.do(ctx, http.MethodGet, base+"/session?read=1", sid)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// latencyStats summarises request latencies in milliseconds.
+type latencyStats struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+	Max   float64 `json:"max_ms"`
+}
+
+func summarize(d []time.Duration) latencyStats {
+	if len(d) == 0 {
+		return latencyStats{}
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	q := func(p float64) float64 {
+		i := int(p*float64(len(s))+0.5) - 1
+		i = min(max(i, 0), len(s)-1)
+		return ms(s[i])
+	}
+	return latencyStats{Count: len(s), P50: q(0.50), P90: q(0.90), P99: q(0.99), Max: ms(s[len(s)-1])}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func printJSON(w io.Writer, v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintln(w, string(b))
+}
