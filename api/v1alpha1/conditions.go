@@ -1,0 +1,61 @@
+package v1alpha1
+
+// Condition types reported in status.conditions.
+const (
+	// ConditionReady is True when everything the spec asks for is ready to serve users.
+	ConditionReady = "Ready"
+	// ConditionStoreReady is True when the store has a primary, its replicas and Sentinels.
+	ConditionStoreReady = "StoreReady"
+	// ConditionAppsReady is True when every app Deployment has its ready replicas.
+	ConditionAppsReady = "AppsReady"
+	// ConditionRoutingReady is True when the Ingress or HTTPRoute exists, or none is asked for.
+	ConditionRoutingReady = "RoutingReady"
+	// ConditionDegraded is True when the operator cannot make the cluster match its spec.
+	ConditionDegraded = "Degraded"
+)
+
+// Condition reasons. They are UpperCamel and stable: users and alerts match on them.
+const (
+	// ReasonReady: the condition holds.
+	ReasonReady = "Ready"
+	// ReasonProgressing: children exist and are starting.
+	ReasonProgressing = "Progressing"
+	// ReasonNotRequired: the spec asks for nothing this condition covers.
+	ReasonNotRequired = "NotRequired"
+
+	// ReasonStoreNotReady: fewer Redis servers are ready than asked for.
+	ReasonStoreNotReady = "StoreNotReady"
+	// ReasonSentinelsNotReady: fewer Sentinels are ready than the quorum needs.
+	ReasonSentinelsNotReady = "SentinelsNotReady"
+	// ReasonNoPrimary: no Sentinel names a primary.
+	ReasonNoPrimary = "NoPrimary"
+	// ReasonSentinelUnreachable: the operator could not ask any Sentinel.
+	ReasonSentinelUnreachable = "SentinelUnreachable"
+
+	// ReasonAppsNotReady: some app Deployment lacks ready replicas.
+	ReasonAppsNotReady = "AppsNotReady"
+
+	// ReasonGatewayAPIMissing: the spec asks for an HTTPRoute but the Gateway API CRDs are not installed.
+	ReasonGatewayAPIMissing = "GatewayAPINotInstalled"
+
+	// ReasonAsExpected: nothing is degraded.
+	ReasonAsExpected = "AsExpected"
+	// ReasonNameConflict: an object the operator must create exists and belongs to someone else.
+	ReasonNameConflict = "NameConflict"
+	// ReasonAuthSecretInvalid: auth.existingSecret is missing or lacks the key.
+	ReasonAuthSecretInvalid = "AuthSecretInvalid"
+	// ReasonInvalidSpec: the spec passed the CRD's validation but cannot be honoured.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonApplyFailed: writing a child failed.
+	ReasonApplyFailed = "ApplyFailed"
+)
+
+// Event reasons, for transitions a user would act on.
+const (
+	EventFailover      = "Failover"
+	EventNameConflict  = "NameConflict"
+	EventAuthSecret    = "AuthSecretInvalid"
+	EventInvalidSpec   = "InvalidSpec"
+	EventStoreRemoved  = "StoreRemoved"
+	EventClaimsDeleted = "ClaimsDeleted"
+)

@@ -1,0 +1,117 @@
+package v1alpha1
+
+import (
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The defaults the CRD schema applies, repeated for code paths that see an object the
+// apiserver never defaulted (unit tests, objects decoded from files).
+const (
+	DefaultTTL               = 30 * time.Minute
+	DefaultAppReplicas       = int32(2)
+	DefaultAppPort           = int32(8080)
+	DefaultAppPath           = "/"
+	DefaultStoreImage        = "redis:7.4"
+	DefaultStoreReplicas     = int32(3)
+	DefaultSentinelReplicas  = int32(3)
+	DefaultSentinelQuorum    = int32(2)
+	DefaultDownAfter         = 5 * time.Second
+	DefaultFailoverTimeout   = 60 * time.Second
+	DefaultMaxMemory         = "256Mi"
+	DefaultSecretKey         = "password"
+	DefaultCookieName        = "route"
+	DefaultCookieMaxAge      = time.Hour
+	DefaultClientIPTimeout   = 3 * time.Hour
+	DefaultClusteringPort    = int32(4000)
+	DefaultIngressController = ControllerIngressNginx
+)
+
+// WithDefaults returns a copy of the spec with every defaulted field filled in.
+func (s *SessionClusterSpec) WithDefaults() SessionClusterSpec {
+	out := *s.DeepCopy()
+	if out.Session.TTL == nil {
+		out.Session.TTL = &metav1.Duration{Duration: DefaultTTL}
+	}
+	for i := range out.Apps {
+		a := &out.Apps[i]
+		if a.Replicas == nil {
+			r := DefaultAppReplicas
+			a.Replicas = &r
+		}
+		if a.Port == 0 {
+			a.Port = DefaultAppPort
+		}
+		if a.Path == "" {
+			a.Path = DefaultAppPath
+		}
+	}
+	if st := out.Store; st != nil {
+		if st.Image == "" {
+			st.Image = DefaultStoreImage
+		}
+		if st.Replicas == 0 {
+			st.Replicas = DefaultStoreReplicas
+		}
+		if st.Sentinel.Replicas == 0 {
+			st.Sentinel.Replicas = DefaultSentinelReplicas
+		}
+		if st.Sentinel.Quorum == 0 {
+			st.Sentinel.Quorum = min(DefaultSentinelQuorum, st.Sentinel.Replicas)
+		}
+		if st.Sentinel.DownAfter == nil {
+			st.Sentinel.DownAfter = &metav1.Duration{Duration: DefaultDownAfter}
+		}
+		if st.Sentinel.FailoverTimeout == nil {
+			st.Sentinel.FailoverTimeout = &metav1.Duration{Duration: DefaultFailoverTimeout}
+		}
+		if st.MinReplicasToWrite == nil {
+			m := min(int32(1), st.Replicas-1)
+			st.MinReplicasToWrite = &m
+		}
+		if st.MaxMemory == nil {
+			q := resource.MustParse(DefaultMaxMemory)
+			st.MaxMemory = &q
+		}
+		if st.Auth.ExistingSecretKey == "" {
+			st.Auth.ExistingSecretKey = DefaultSecretKey
+		}
+	}
+	if sk := out.Sticky; sk != nil {
+		if sk.CookieName == "" {
+			sk.CookieName = DefaultCookieName
+		}
+		if sk.MaxAge == nil {
+			sk.MaxAge = &metav1.Duration{Duration: DefaultCookieMaxAge}
+		}
+		if sk.Mode == "" {
+			sk.Mode = StickyBalanced
+		}
+		if sk.SameSite == "" {
+			sk.SameSite = SameSiteLax
+		}
+		if sk.ClientIP != nil && sk.ClientIP.Timeout == nil {
+			sk.ClientIP.Timeout = &metav1.Duration{Duration: DefaultClientIPTimeout}
+		}
+	}
+	if in := out.Ingress; in != nil && in.Controller == "" {
+		in.Controller = DefaultIngressController
+	}
+	if out.Mode == ModeClustered {
+		if out.Clustering == nil {
+			out.Clustering = &ClusteringSpec{}
+		}
+		if out.Clustering.Port == 0 {
+			out.Clustering.Port = DefaultClusteringPort
+		}
+		if out.Clustering.Discovery == "" {
+			out.Clustering.Discovery = DiscoveryDNS
+		}
+	}
+	return out
+}
+
+// HasStore reports whether the spec asks for a Redis store.
+func (s *SessionClusterSpec) HasStore() bool { return s.Store != nil && s.Mode != ModeClustered }

@@ -1,0 +1,137 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+	"github.com/sessionops/session-operator/internal/apply"
+	"github.com/sessionops/session-operator/internal/render"
+)
+
+// render computes the desired children.
+func (r *SessionClusterReconciler) render(_ context.Context, p *pass) error {
+	d, err := render.Render(p.sc, r.Render, p.inputs)
+	if err != nil {
+		return err
+	}
+	p.desired = d
+	return nil
+}
+
+// applyChildren first checks that no child name is taken by someone else, then writes
+// every child that differs from what it should be. A conflict stops the pass before the
+// first write, so the operator never leaves half a stack beside a stranger's object.
+func (r *SessionClusterReconciler) applyChildren(ctx context.Context, p *pass) error {
+	if p.problem != nil {
+		return nil
+	}
+	current := make([]client.Object, len(p.desired.Objects))
+	for i, obj := range p.desired.Objects {
+		cur, err := r.applier().Check(ctx, p.sc, obj)
+		if apply.IsConflict(err) {
+			p.problem = &problem{sessionv1.ReasonNameConflict, err.Error() + "; rename or delete it, the operator will not adopt it"}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("checking %s: %w", describe(r.Client, obj), err)
+		}
+		current[i] = cur
+	}
+	logger := log.FromContext(ctx)
+	for i, obj := range p.desired.Objects {
+		outcome, err := r.applier().ApplyOver(ctx, obj, current[i])
+		if err != nil {
+			return fmt.Errorf("applying %s: %w", describe(r.Client, obj), err)
+		}
+		if outcome != apply.Unchanged {
+			logger.V(1).Info("wrote child", "child", describe(r.Client, obj), "outcome", outcome)
+		}
+	}
+	return nil
+}
+
+// pruneChildren deletes children the spec no longer asks for: an orphan left behind by a
+// mode change would keep serving, or keep costing, with nobody watching it.
+func (r *SessionClusterReconciler) pruneChildren(ctx context.Context, p *pass) error {
+	if p.problem != nil || p.desired == nil {
+		return nil
+	}
+	wanted := map[string]bool{}
+	for _, obj := range p.desired.Objects {
+		wanted[describe(r.Client, obj)] = true
+	}
+	for _, k := range r.kinds() {
+		list := k.list.DeepCopyObject().(client.ObjectList)
+		if err := r.List(ctx, list, client.InNamespace(p.sc.Namespace), client.MatchingLabels(render.InstanceSelector(p.sc))); err != nil {
+			return fmt.Errorf("listing %T: %w", k.obj, err)
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return fmt.Errorf("reading %T: %w", list, err)
+		}
+		for _, item := range items {
+			obj, ok := item.(client.Object)
+			if !ok || !metav1.IsControlledBy(obj, p.sc) || wanted[describe(r.Client, obj)] {
+				continue
+			}
+			if err := r.prune(ctx, p, obj); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (r *SessionClusterReconciler) prune(ctx context.Context, p *pass, obj client.Object) error {
+	what := describe(r.Client, obj)
+	err := r.Delete(ctx, obj, client.PropagationPolicy(metav1.DeletePropagationBackground))
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting %s: %w", what, err)
+	}
+	log.FromContext(ctx).Info("deleted child the spec no longer asks for", "child", what)
+	if sts, ok := obj.(*appsv1.StatefulSet); ok && sts.Labels[render.LabelComponent] == render.ComponentStore {
+		r.storeRemoved(p, sts)
+	}
+	return nil
+}
+
+// storeRemoved tells the user what became of the sessions on disk.
+func (r *SessionClusterReconciler) storeRemoved(p *pass, sts *appsv1.StatefulSet) {
+	if len(sts.Spec.VolumeClaimTemplates) == 0 {
+		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventStoreRemoved, "Prune",
+			"Store %s removed; it kept sessions in memory only", sts.Name)
+		return
+	}
+	claims := make([]string, 0, *sts.Spec.Replicas)
+	for i := range int(*sts.Spec.Replicas) {
+		claims = append(claims, fmt.Sprintf("%s-%s-%d", sts.Spec.VolumeClaimTemplates[0].Name, sts.Name, i))
+	}
+	policy := sts.Spec.PersistentVolumeClaimRetentionPolicy
+	if policy != nil && policy.WhenDeleted == appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
+		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventClaimsDeleted, "Prune",
+			"Store %s removed with its claims %s, as spec.store.persistence.deleteClaim asked", sts.Name, strings.Join(claims, ", "))
+		return
+	}
+	r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventStoreRemoved, "Prune",
+		"Store %s removed; its claims %s are kept with their sessions (delete them by hand when no longer needed)", sts.Name, strings.Join(claims, ", "))
+}
+
+func describe(c client.Client, obj client.Object) string {
+	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
+	kind := fmt.Sprintf("%T", obj)
+	if err == nil {
+		kind = gvk.Kind
+	}
+	return kind + "/" + obj.GetName()
+}

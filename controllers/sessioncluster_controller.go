@@ -1,0 +1,199 @@
+// Package controllers holds the SessionCluster reconciler.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+	"github.com/sessionops/session-operator/internal/apply"
+	"github.com/sessionops/session-operator/internal/metrics"
+	"github.com/sessionops/session-operator/internal/render"
+	"github.com/sessionops/session-operator/internal/store"
+)
+
+// How often a SessionCluster with a store is looked at again without any event: quickly
+// while the store is not ready, slowly once it is (Sentinel announcements wake it sooner).
+const (
+	requeueStoreNotReady = 10 * time.Second
+	requeueStoreReady    = 60 * time.Second
+	requeueProblem       = 30 * time.Second
+)
+
+// SessionClusterReconciler turns SessionClusters into their children and reports status.
+type SessionClusterReconciler struct {
+	client.Client
+	// APIReader reads around the cache, for objects the label-selected cache cannot hold.
+	APIReader client.Reader
+	Events    events.EventRecorder
+	Observer  store.Observer
+	Render    render.Options
+	// MaxConcurrentReconciles bounds parallel reconciles.
+	MaxConcurrentReconciles int
+	// GatewayAPI reports whether the Gateway API CRDs are installed; nil means they are not.
+	GatewayAPI func() bool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps;services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=statefulsets;deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies;ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// step is one named part of a reconcile pass.
+type step struct {
+	name string
+	run  func(context.Context, *pass) error
+}
+
+// Reconcile reads the SessionCluster, renders its children, writes what differs, removes
+// what is no longer wanted, observes the result, and writes status once.
+func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	sc := &sessionv1.SessionCluster{}
+	if err := r.Get(ctx, req.NamespacedName, sc); err != nil {
+		if apierrors.IsNotFound(err) {
+			metrics.Forget(req.Namespace, req.Name)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !sc.DeletionTimestamp.IsZero() {
+		// Children carry owner references; the garbage collector removes them.
+		return ctrl.Result{}, nil
+	}
+	p := &pass{sc: sc, spec: sc.Spec.WithDefaults(), now: r.now()}
+	for _, s := range []step{
+		{"readInputs", r.readInputs},
+		{"render", r.render},
+		{"routing", r.routing},
+		{"applyChildren", r.applyChildren},
+		{"pruneChildren", r.pruneChildren},
+		{"observeStore", r.observeStore},
+		{"observeApps", r.observeApps},
+	} {
+		if err := s.run(ctx, p); err != nil {
+			p.failed, p.failedErr = s.name, err
+			metrics.ReconcileErrors.WithLabelValues(s.name).Inc()
+			break
+		}
+	}
+	if err := r.writeStatus(ctx, p); err != nil {
+		metrics.ReconcileErrors.WithLabelValues("writeStatus").Inc()
+		return ctrl.Result{}, err
+	}
+	if p.failedErr != nil {
+		return ctrl.Result{}, fmt.Errorf("%s: %w", p.failed, p.failedErr)
+	}
+	return ctrl.Result{RequeueAfter: r.requeueAfter(p)}, nil
+}
+
+// writeStatus computes the status, announces the transitions a user would act on, and
+// writes it only when it changed.
+func (r *SessionClusterReconciler) writeStatus(ctx context.Context, p *pass) error {
+	status, fo := computeStatus(p, r.Render.ClusterDomain)
+	r.announce(ctx, p, status, fo)
+	if equality.Semantic.DeepEqual(status, p.sc.Status) {
+		return nil
+	}
+	base := p.sc.DeepCopy()
+	p.sc.Status = status
+	if err := r.Status().Patch(ctx, p.sc, client.MergeFrom(base)); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("writing status: %w", err)
+	}
+	return nil
+}
+
+// announce emits events and metrics for transitions only: a failover, or a newly
+// degraded cluster. Steady states are in status, not in a stream of repeated events.
+func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, status sessionv1.SessionClusterStatus, fo *failover) {
+	ns, name := p.sc.Namespace, p.sc.Name
+	if fo != nil {
+		metrics.Failovers.WithLabelValues(ns, name).Inc()
+		if fo.duration > 0 {
+			metrics.FailoverDuration.WithLabelValues(ns, name).Observe(fo.duration.Seconds())
+		}
+		log.FromContext(ctx).Info("store failed over", "from", fo.from, "to", fo.to, "duration", fo.duration)
+		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventFailover, "Failover",
+			"Primary moved from %s to %s", fo.from, fo.to)
+	}
+	if status.Store != nil {
+		metrics.StoreReplicasReady.WithLabelValues(ns, name).Set(float64(status.Store.ReadyReplicas))
+		if p.observed != nil && p.observed.Keys >= 0 && p.observed.PrimaryHost != "" {
+			metrics.SessionsStored.WithLabelValues(ns, name).Set(float64(p.observed.Keys))
+		}
+	}
+	was := meta.FindStatusCondition(p.sc.Status.Conditions, sessionv1.ConditionDegraded)
+	now := meta.FindStatusCondition(status.Conditions, sessionv1.ConditionDegraded)
+	if now.Status == "True" && (was == nil || was.Status != "True" || was.Reason != now.Reason) {
+		log.FromContext(ctx).Info("degraded", "reason", now.Reason, "message", now.Message)
+		r.Events.Eventf(p.sc, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
+	}
+}
+
+func (r *SessionClusterReconciler) requeueAfter(p *pass) time.Duration {
+	switch {
+	case p.problem != nil:
+		return requeueProblem
+	case !p.spec.HasStore():
+		return 0
+	case meta.IsStatusConditionTrue(p.sc.Status.Conditions, sessionv1.ConditionStoreReady):
+		return requeueStoreReady
+	default:
+		return requeueStoreNotReady
+	}
+}
+
+func (r *SessionClusterReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *SessionClusterReconciler) applier() *apply.Applier {
+	return &apply.Applier{Client: r.Client, Live: r.APIReader}
+}
+
+func (r *SessionClusterReconciler) gatewayAPIInstalled() bool {
+	return r.GatewayAPI != nil && r.GatewayAPI()
+}
+
+// kinds are the child kinds this operator manages in this cluster.
+func (r *SessionClusterReconciler) kinds() []childKind { return childKinds() }
+
+// routing decides the routing children; filled in with spec.ingress.
+func (r *SessionClusterReconciler) routing(_ context.Context, _ *pass) error { return nil }
+
+// SetupWithManager watches SessionClusters and every kind of child they own, so a child
+// deleted or edited by hand is put back.
+func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&sessionv1.SessionCluster{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)})
+	for _, k := range r.kinds() {
+		b = b.Owns(k.obj)
+	}
+	return b.Complete(r)
+}

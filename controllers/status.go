@@ -1,0 +1,166 @@
+package controllers
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+	"github.com/sessionops/session-operator/internal/render"
+)
+
+// failover is a primary change this pass noticed.
+type failover struct {
+	from, to string
+	duration time.Duration
+}
+
+// computeStatus derives the whole status from what one pass learned. It is the only place
+// status is decided; it reads the previous status only to keep condition transition times
+// and the last failover.
+func computeStatus(p *pass, domain string) (sessionv1.SessionClusterStatus, *failover) {
+	prev := p.sc.Status
+	st := sessionv1.SessionClusterStatus{
+		ObservedGeneration: p.sc.Generation,
+		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
+		URL:                p.url,
+	}
+	set := func(t string, ok bool, reason, format string, args ...any) {
+		status := metav1.ConditionFalse
+		if ok {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: t, Status: status, Reason: reason, Message: fmt.Sprintf(format, args...),
+			ObservedGeneration: p.sc.Generation, LastTransitionTime: metav1.NewTime(p.now),
+		})
+	}
+
+	// Degraded: the operator cannot do what the spec says.
+	switch {
+	case p.problem != nil:
+		set(sessionv1.ConditionDegraded, true, p.problem.reason, "%s", p.problem.message)
+	case p.failedErr != nil:
+		set(sessionv1.ConditionDegraded, true, sessionv1.ReasonApplyFailed, "%s failed: %v", p.failed, p.failedErr)
+	default:
+		set(sessionv1.ConditionDegraded, false, sessionv1.ReasonAsExpected, "Children match the spec")
+	}
+
+	var fo *failover
+	if p.spec.HasStore() {
+		st.Store, fo = storeStatus(p)
+		ok, reason, msg := storeReadiness(p, st.Store)
+		set(sessionv1.ConditionStoreReady, ok, reason, "%s", msg)
+		st.Binding = &sessionv1.BindingReference{Name: render.NamesFor(p.sc, domain).Binding()}
+	} else {
+		set(sessionv1.ConditionStoreReady, true, sessionv1.ReasonNotRequired, "Mode %s with no store", p.spec.Mode)
+	}
+
+	st.Apps = appStatuses(p)
+	var lagging []string
+	for _, a := range st.Apps {
+		if a.ReadyReplicas < a.Replicas {
+			lagging = append(lagging, fmt.Sprintf("%s %d/%d", a.Name, a.ReadyReplicas, a.Replicas))
+		}
+	}
+	if len(lagging) > 0 {
+		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonAppsNotReady, "Ready replicas: %s", strings.Join(lagging, ", "))
+	} else {
+		set(sessionv1.ConditionAppsReady, true, sessionv1.ReasonReady, "All %d apps have their ready replicas", len(st.Apps))
+	}
+
+	switch {
+	case p.spec.Ingress == nil:
+		set(sessionv1.ConditionRoutingReady, true, sessionv1.ReasonNotRequired, "No spec.ingress")
+	case p.routingBlocked != "":
+		set(sessionv1.ConditionRoutingReady, false, sessionv1.ReasonGatewayAPIMissing, "%s", p.routingBlocked)
+	default:
+		set(sessionv1.ConditionRoutingReady, true, sessionv1.ReasonReady, "Routing to %s", p.url)
+	}
+
+	// Ready summarises the others, naming the first that holds it back.
+	ready, reason, msg := true, sessionv1.ReasonReady, "Sessions are served in "+string(p.spec.Mode)+" mode"
+	for _, t := range []string{sessionv1.ConditionDegraded, sessionv1.ConditionStoreReady, sessionv1.ConditionAppsReady, sessionv1.ConditionRoutingReady} {
+		c := meta.FindStatusCondition(st.Conditions, t)
+		bad := c.Status != metav1.ConditionTrue
+		if t == sessionv1.ConditionDegraded {
+			bad = c.Status == metav1.ConditionTrue
+		}
+		if bad {
+			ready, reason, msg = false, c.Reason, c.Message
+			break
+		}
+	}
+	set(sessionv1.ConditionReady, ready, reason, "%s", msg)
+	return st, fo
+}
+
+// storeStatus reports the servers and Sentinels, and notices a change of primary.
+func storeStatus(p *pass) (*sessionv1.StoreStatus, *failover) {
+	out := &sessionv1.StoreStatus{}
+	if prev := p.sc.Status.Store; prev != nil {
+		out.Primary = prev.Primary
+		out.LastFailover = prev.LastFailover.DeepCopy()
+	}
+	out.ReadyReplicas = readyOf(p.storeSet)
+	out.SentinelsReady = readyOf(p.sentinelSet)
+	if p.observed == nil || p.observed.PrimaryHost == "" {
+		return out, nil
+	}
+	primary := render.PodFromHost(p.observed.PrimaryHost)
+	var fo *failover
+	if out.Primary != "" && out.Primary != primary {
+		fo = &failover{from: out.Primary, to: primary}
+		if sw := p.observed.LastSwitch; sw != nil && render.PodFromHost(sw.To) == primary {
+			fo.duration = sw.Duration
+		}
+		out.LastFailover = &sessionv1.FailoverRecord{Time: metav1.NewTime(p.now), From: fo.from, To: fo.to}
+		if fo.duration > 0 {
+			out.LastFailover.Duration = &metav1.Duration{Duration: fo.duration.Round(100 * time.Millisecond)}
+		}
+	}
+	out.Primary = primary
+	return out, fo
+}
+
+func storeReadiness(p *pass, s *sessionv1.StoreStatus) (bool, string, string) {
+	want, sentinels := p.spec.Store.Replicas, p.spec.Store.Sentinel.Replicas
+	switch {
+	case p.storeSet == nil || p.sentinelSet == nil:
+		return false, sessionv1.ReasonProgressing, "Store is being created"
+	case p.observeErr != nil && (p.observed == nil || p.observed.SentinelsReachable == 0):
+		return false, sessionv1.ReasonSentinelUnreachable, "No Sentinel answered: " + p.observeErr.Error()
+	case p.observed == nil || p.observed.PrimaryHost == "":
+		return false, sessionv1.ReasonNoPrimary, "No Sentinel names a primary yet"
+	case s.ReadyReplicas < want:
+		return false, sessionv1.ReasonStoreNotReady, fmt.Sprintf("%d/%d Redis servers ready, primary %s", s.ReadyReplicas, want, s.Primary)
+	case s.SentinelsReady < sentinels:
+		return false, sessionv1.ReasonSentinelsNotReady, fmt.Sprintf("%d/%d Sentinels ready", s.SentinelsReady, sentinels)
+	}
+	return true, sessionv1.ReasonReady, fmt.Sprintf("Primary %s, %d/%d Redis servers and %d/%d Sentinels ready", s.Primary, s.ReadyReplicas, want, s.SentinelsReady, sentinels)
+}
+
+func appStatuses(p *pass) []sessionv1.AppStatus {
+	out := make([]sessionv1.AppStatus, 0, len(p.spec.Apps))
+	for _, app := range p.spec.Apps {
+		a := sessionv1.AppStatus{Name: app.Name, Replicas: *app.Replicas}
+		if d := p.deployments[app.Name]; d != nil && d.Status.ObservedGeneration >= d.Generation {
+			a.ReadyReplicas = d.Status.ReadyReplicas
+		} else if d != nil {
+			a.ReadyReplicas = min(d.Status.ReadyReplicas, d.Status.UpdatedReplicas)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func readyOf(s *appsv1.StatefulSet) int32 {
+	if s == nil {
+		return 0
+	}
+	return s.Status.ReadyReplicas
+}

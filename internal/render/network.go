@@ -1,0 +1,66 @@
+package render
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// storeNetworkPolicy admits to Redis and Sentinel only this SessionCluster's own pods
+// (apps, servers, Sentinels), pods labelled as its clients, and the operator.
+func (b *builder) storeNetworkPolicy() *networkingv1.NetworkPolicy {
+	tcp := corev1.ProtocolTCP
+	port := func(p int32) networkingv1.NetworkPolicyPort {
+		v := intstr.FromInt32(p)
+		return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &v}
+	}
+	return &networkingv1.NetworkPolicy{
+		TypeMeta:   typeMeta("networking.k8s.io/v1", "NetworkPolicy"),
+		ObjectMeta: b.meta(b.names.Store(), ComponentNetwork, "session-cluster"),
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{
+				MatchLabels: InstanceSelector(b.sc),
+				MatchExpressions: []metav1.LabelSelectorRequirement{{
+					Key: LabelComponent, Operator: metav1.LabelSelectorOpIn,
+					Values: []string{ComponentStore, ComponentSentinel},
+				}},
+			},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				Ports: []networkingv1.NetworkPolicyPort{port(RedisPort), port(SentinelPort)},
+				From: []networkingv1.NetworkPolicyPeer{
+					{PodSelector: &metav1.LabelSelector{MatchLabels: InstanceSelector(b.sc)}},
+					{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelClient: b.sc.Name}}},
+					{
+						NamespaceSelector: &metav1.LabelSelector{},
+						PodSelector:       &metav1.LabelSelector{MatchLabels: b.opts.OperatorPodLabels},
+					},
+				},
+			}},
+		},
+	}
+}
+
+func (b *builder) pdb(name, component, appName string, selector map[string]string) *policyv1.PodDisruptionBudget {
+	one := intstr.FromInt32(1)
+	return &policyv1.PodDisruptionBudget{
+		TypeMeta:   typeMeta("policy/v1", "PodDisruptionBudget"),
+		ObjectMeta: b.meta(name, component, appName),
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: &one,
+			Selector:       &metav1.LabelSelector{MatchLabels: selector},
+		},
+	}
+}
+
+// storePDB lets a drain take one server at a time, so a replica is always left to promote.
+func (b *builder) storePDB() *policyv1.PodDisruptionBudget {
+	return b.pdb(b.names.Store(), ComponentStore, "redis", Selector(b.sc, ComponentStore))
+}
+
+// sentinelPDB lets a drain take one Sentinel at a time, keeping the majority a failover needs.
+func (b *builder) sentinelPDB() *policyv1.PodDisruptionBudget {
+	return b.pdb(b.names.Sentinel(), ComponentSentinel, "redis-sentinel", Selector(b.sc, ComponentSentinel))
+}

@@ -1,0 +1,102 @@
+package render
+
+import (
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+)
+
+// DefaultClusterDomain is the DNS domain of a cluster that says nothing else.
+const DefaultClusterDomain = "cluster.local"
+
+// Options are the operator-wide settings the objects depend on.
+type Options struct {
+	// ClusterDomain is the cluster's DNS domain.
+	ClusterDomain string
+	// OperatorPodLabels select the operator's own pods, which the store's NetworkPolicy admits.
+	OperatorPodLabels map[string]string
+}
+
+// DefaultOperatorPodLabels select the pods of the operator installed by its chart or kustomize.
+var DefaultOperatorPodLabels = map[string]string{LabelName: "session-operator"}
+
+// Inputs are the facts the operator reads from the cluster before rendering.
+type Inputs struct {
+	// Password is the store password. It goes into the generated auth Secret (when the
+	// user names none) and the binding Secret, and nowhere else.
+	Password string
+	// PasswordVersion changes whenever the password does (the Secret's resourceVersion),
+	// so app pods, which read it once at start, roll when it is rotated.
+	PasswordVersion string
+	// GatewayAPI is true when the Gateway API CRDs are installed.
+	GatewayAPI bool
+}
+
+// Desired is every child a SessionCluster needs, in the order they should be applied:
+// what others refer to (Secrets, configuration, Services) before what refers to them.
+type Desired struct {
+	Objects []client.Object
+	// Blocked lists children the spec asks for that cannot be made, with the reason.
+	Blocked []string
+}
+
+// Render computes the desired children of sc. The spec is defaulted first, so an object
+// the apiserver never defaulted renders the same as one it did.
+func Render(sc *sessionv1.SessionCluster, opts Options, in Inputs) (*Desired, error) {
+	spec := sc.Spec.WithDefaults()
+	if opts.ClusterDomain == "" {
+		opts.ClusterDomain = DefaultClusterDomain
+	}
+	if opts.OperatorPodLabels == nil {
+		opts.OperatorPodLabels = DefaultOperatorPodLabels
+	}
+	b := &builder{sc: sc, spec: &spec, names: NamesFor(sc, opts.ClusterDomain), opts: opts, in: in}
+	d := &Desired{}
+	add := func(objs ...client.Object) { d.Objects = append(d.Objects, objs...) }
+
+	if spec.HasStore() {
+		if spec.Store.Auth.ExistingSecret == "" {
+			if in.Password == "" {
+				return nil, fmt.Errorf("rendering store: no password to put in the auth secret")
+			}
+			add(b.authSecret())
+		}
+		add(b.bindingSecret(), b.storeConfig())
+		add(b.storeHeadlessService(), b.storePrimaryService(), b.sentinelService())
+		add(b.storeStatefulSet(), b.sentinelStatefulSet())
+		add(b.storePDB(), b.sentinelPDB(), b.storeNetworkPolicy())
+	}
+	for i := range spec.Apps {
+		app := &spec.Apps[i]
+		add(b.appService(app), b.appDeployment(app))
+	}
+	return d, nil
+}
+
+// builder carries what every object builder needs.
+type builder struct {
+	sc    *sessionv1.SessionCluster
+	spec  *sessionv1.SessionClusterSpec
+	names Names
+	opts  Options
+	in    Inputs
+}
+
+// meta is the ObjectMeta of a child: its name, the standard labels and the controller
+// owner reference that makes it garbage-collected with its SessionCluster.
+func (b *builder) meta(name, component, appName string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:            name,
+		Namespace:       b.sc.Namespace,
+		Labels:          Labels(b.sc, component, appName),
+		OwnerReferences: []metav1.OwnerReference{OwnerReference(b.sc)},
+	}
+}
+
+// OwnerReference is the controller reference every child carries.
+func OwnerReference(sc *sessionv1.SessionCluster) metav1.OwnerReference {
+	return *metav1.NewControllerRef(sc, sessionv1.GroupVersion.WithKind("SessionCluster"))
+}

@@ -1,0 +1,78 @@
+# Shared helpers for the store's boot and probe scripts. POSIX sh; needs redis-cli and
+# timeout. The password reaches redis-cli through REDISCLI_AUTH, never an argument.
+#
+# Environment (set by the operator's StatefulSets; the data-path harness sets the same):
+#   POD_NAME             this pod's name, e.g. shop-store-1
+#   STORE_DOMAIN         the store's headless Service domain; a server is $POD_NAME.$STORE_DOMAIN
+#   STORE_HOSTS          every Redis server's host name, space separated, ordinal order
+#   SENTINEL_HOSTS       every Sentinel's host name, space separated
+#   MASTER_NAME          the Sentinel master name
+#   REDIS_PORT SENTINEL_PORT
+#   REDISCLI_AUTH        the password (from the auth Secret)
+#   CONFIG_DIR           the rendered configuration (read only)
+#   RUN_DIR              a private writable directory for the runtime configuration
+#   DATA_DIR             Redis data directory
+#   BIND_ADDRESS         optional: where to listen (the harness's address hook); default all
+
+log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*" >&2; }
+
+# resolves HOST: the name has an address (getent where libc has it, else nslookup).
+resolves() {
+  if command -v getent >/dev/null 2>&1; then getent hosts "$1" >/dev/null 2>&1
+  else nslookup "$1" >/dev/null 2>&1; fi
+}
+
+# rcli HOST PORT ARGS...: one redis-cli call bounded in time, raw output.
+rcli() {
+  _h=$1 _p=$2
+  shift 2
+  timeout "${CLI_TIMEOUT:-3}" redis-cli --no-auth-warning --raw -h "$_h" -p "$_p" "$@" 2>/dev/null
+}
+
+# info_field TEXT FIELD: the value of FIELD in INFO output.
+info_field() { printf '%s\n' "$1" | tr -d '\r' | sed -n "s/^$2://p" | head -n 1; }
+
+# sentinel_master: the primary's host name as the first Sentinel that knows one says.
+sentinel_master() {
+  for _s in $SENTINEL_HOSTS; do
+    _m=$(rcli "$_s" "$SENTINEL_PORT" SENTINEL get-master-addr-by-name "$MASTER_NAME" | head -n 1 | tr -d '\r')
+    if [ -n "$_m" ]; then
+      echo "$_m"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# peer_master: a primary named by the Redis servers themselves, for when no Sentinel knows
+# (every Sentinel restarted at once). A replica's master wins over a lone primary without
+# replicas, since that is the one holding the data.
+peer_master() {
+  _lone=
+  for _h in $STORE_HOSTS; do
+    [ "$_h" = "$MY_HOST" ] && continue
+    _i=$(rcli "$_h" "$REDIS_PORT" INFO replication) || continue
+    case "$(info_field "$_i" role)" in
+      slave)
+        _m=$(info_field "$_i" master_host)
+        if [ -n "$_m" ] && [ "$_m" != "$MY_HOST" ]; then echo "$_m"; return 0; fi ;;
+      master)
+        if [ "$(info_field "$_i" connected_slaves)" != "0" ]; then echo "$_h"; return 0; fi
+        _lone=$_h ;;
+    esac
+  done
+  [ -n "$_lone" ] && { echo "$_lone"; return 0; }
+  return 1
+}
+
+# peers_hold_data: true when another server holds a replication stream, i.e. this server
+# was a primary before it restarted and must not come back empty for them to copy.
+peers_hold_data() {
+  for _h in $STORE_HOSTS; do
+    [ "$_h" = "$MY_HOST" ] && continue
+    _i=$(rcli "$_h" "$REDIS_PORT" INFO replication) || continue
+    _o=$(info_field "$_i" master_repl_offset)
+    [ -n "$_o" ] && [ "$_o" != "0" ] && return 0
+  done
+  return 1
+}

@@ -1,0 +1,43 @@
+#!/bin/sh
+# Boots one Sentinel. Its configuration is rebuilt at every start (Sentinel rewrites the
+# file, so it lives in a private directory) with a stable id derived from its host name:
+# a restarted Sentinel is the same Sentinel to its peers, so no stale entries pile up and
+# the majority needed for a failover stays what the spec says.
+set -eu
+. "$CONFIG_DIR/common.sh"
+
+MY_HOST="$POD_NAME.$SENTINEL_DOMAIN"
+MY_ID=$(printf '%s' "$MY_HOST" | sha1sum | cut -c1-40)
+: "${BIND_ADDRESS:=* -::*}"
+
+others=
+for s in $SENTINEL_HOSTS; do [ "$s" = "$MY_HOST" ] || others="$others $s"; done
+
+master=
+for s in $others; do
+  master=$(rcli "$s" "$SENTINEL_PORT" SENTINEL get-master-addr-by-name "$MASTER_NAME" | head -n 1 | tr -d '\r')
+  [ -n "$master" ] && break
+done
+[ -n "$master" ] || master=$(MY_HOST=; peer_master) || master=${STORE_HOSTS%% *}
+# Sentinel refuses a monitor line whose host does not resolve; a first primary's DNS name
+# appears only once its pod has an address.
+until resolves "$master"; do log "waiting for $master to resolve"; sleep 1; done
+log "monitoring $master as primary of $MASTER_NAME"
+
+conf="$RUN_DIR/sentinel.conf"
+umask 077
+{
+  echo "bind $BIND_ADDRESS"
+  echo "port $SENTINEL_PORT"
+  echo "dir $RUN_DIR"
+  echo "sentinel myid $MY_ID"
+  cat "$CONFIG_DIR/sentinel.conf"
+  echo "sentinel announce-ip $MY_HOST"
+  echo "sentinel announce-port $SENTINEL_PORT"
+  echo "requirepass \"$REDISCLI_AUTH\""
+  echo "sentinel sentinel-pass \"$REDISCLI_AUTH\""
+  echo "sentinel monitor $MASTER_NAME $master $REDIS_PORT $SENTINEL_QUORUM"
+  echo "sentinel auth-pass $MASTER_NAME \"$REDISCLI_AUTH\""
+  cat "$CONFIG_DIR/sentinel-master.conf"
+} >"$conf"
+exec redis-sentinel "$conf"

@@ -1,0 +1,204 @@
+package render
+
+import (
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PreStopSeconds is how long a stopping primary waits for the Sentinels to hand over.
+const PreStopSeconds = 30
+
+// storeEnv is the environment the boot and probe scripts read (see scripts/common.sh).
+func (b *builder) storeEnv(domainVar, domain string) []corev1.EnvVar {
+	st := b.spec.Store
+	n := b.names
+	return []corev1.EnvVar{
+		fieldEnv("POD_NAME", "metadata.name"),
+		{Name: domainVar, Value: domain},
+		{Name: "STORE_HOSTS", Value: strings.Join(n.StoreHosts(st.Replicas), " ")},
+		{Name: "SENTINEL_HOSTS", Value: strings.Join(n.SentinelHosts(st.Sentinel.Replicas), " ")},
+		{Name: "MASTER_NAME", Value: n.MasterName()},
+		{Name: "SENTINEL_QUORUM", Value: strconv.Itoa(int(st.Sentinel.Quorum))},
+		{Name: "REDIS_PORT", Value: strconv.Itoa(RedisPort)},
+		{Name: "SENTINEL_PORT", Value: strconv.Itoa(SentinelPort)},
+		{Name: "CONFIG_DIR", Value: ConfigDir},
+		{Name: "RUN_DIR", Value: RunDir},
+		{Name: "DATA_DIR", Value: DataDir},
+		{Name: "PRESTOP_SECONDS", Value: strconv.Itoa(PreStopSeconds)},
+		secretEnv("REDISCLI_AUTH", b.passwordRef()),
+	}
+}
+
+func (b *builder) storeVolumes() []corev1.Volume {
+	vols := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: b.names.StoreConfig()},
+			DefaultMode:          int32Ptr(0o444),
+		}}},
+		// The runtime configuration holds the password: memory-backed, private to the pod.
+		{Name: "run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			Medium: corev1.StorageMediumMemory, SizeLimit: ptrQuantity("1Mi"),
+		}}},
+	}
+	return vols
+}
+
+func storeMounts() []corev1.VolumeMount {
+	return []corev1.VolumeMount{
+		{Name: "config", MountPath: ConfigDir, ReadOnly: true},
+		{Name: "run", MountPath: RunDir},
+		{Name: "data", MountPath: DataDir},
+	}
+}
+
+func (b *builder) storeResources() corev1.ResourceRequirements {
+	st := b.spec.Store
+	if len(st.Resources.Requests) > 0 || len(st.Resources.Limits) > 0 {
+		return *st.Resources.DeepCopy()
+	}
+	// Redis needs room beyond maxmemory for buffers, and a replication fork can double
+	// the resident set while it streams a snapshot.
+	mem := st.MaxMemory.Value()
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("50m"),
+			corev1.ResourceMemory: *resource.NewQuantity(mem+mem/4+32<<20, resource.BinarySI),
+		},
+		Limits: corev1.ResourceList{
+			corev1.ResourceMemory: *resource.NewQuantity(2*mem+64<<20, resource.BinarySI),
+		},
+	}
+}
+
+func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
+	st := b.spec.Store
+	n := b.names
+	sel := Selector(b.sc, ComponentStore)
+	labels := Labels(b.sc, ComponentStore, "redis")
+	script := func(name string, args ...string) []string {
+		return append([]string{"/bin/sh", ConfigDir + "/" + name}, args...)
+	}
+	container := corev1.Container{
+		Name:            "redis",
+		Image:           st.Image,
+		ImagePullPolicy: st.ImagePullPolicy,
+		Command:         script("redis-boot.sh"),
+		Env:             b.storeEnv("STORE_DOMAIN", n.StoreDomain()),
+		Ports:           []corev1.ContainerPort{{Name: "redis", ContainerPort: RedisPort, Protocol: corev1.ProtocolTCP}},
+		// A server may wait for a failover before it starts; the startup probe gives it
+		// that time, then liveness takes over.
+		StartupProbe:   execProbe(5, 4, 120, script("redis-probe.sh", "live")...),
+		LivenessProbe:  execProbe(10, 5, 6, script("redis-probe.sh", "live")...),
+		ReadinessProbe: execProbe(5, 4, 2, script("redis-probe.sh", "ready")...),
+		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: script("redis-prestop.sh")},
+		}},
+		Resources:       b.storeResources(),
+		SecurityContext: restrictedContainer(true),
+		VolumeMounts:    storeMounts(),
+	}
+	sts := &appsv1.StatefulSet{
+		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
+		ObjectMeta: b.meta(n.Store(), ComponentStore, "redis"),
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            int32Ptr(st.Replicas),
+			ServiceName:         n.StoreHeadless(),
+			Selector:            &metav1.LabelSelector{MatchLabels: sel},
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels:      labels,
+					Annotations: map[string]string{AnnotationConfigHash: b.configHash("redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh")},
+				},
+				Spec: corev1.PodSpec{
+					AutomountServiceAccountToken:  boolPtr(false),
+					EnableServiceLinks:            boolPtr(false),
+					TerminationGracePeriodSeconds: int64Ptr(PreStopSeconds + 15),
+					SecurityContext:               restrictedPod(int64Ptr(StoreUID)),
+					Affinity:                      spreadAcrossNodes(sel),
+					Containers:                    []corev1.Container{container},
+					Volumes:                       b.storeVolumes(),
+				},
+			},
+		},
+	}
+	if p := st.Persistence; p != nil {
+		policy := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+		if p.DeleteClaim {
+			policy = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+		}
+		sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+			WhenDeleted: policy,
+			WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+		}
+		sts.Spec.VolumeClaimTemplates = []corev1.PersistentVolumeClaim{{
+			ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				StorageClassName: p.StorageClassName,
+				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: p.Size}},
+			},
+		}}
+	} else {
+		sts.Spec.Template.Spec.Volumes = append(sts.Spec.Template.Spec.Volumes, corev1.Volume{
+			Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+		})
+	}
+	return sts
+}
+
+// configHash changes whenever the named configuration files change, so that editing
+// what a pod boots from rolls it.
+func (b *builder) configHash(files ...string) string {
+	all := StoreConfigFiles(b.storeParams())
+	picked := make(map[string]string, len(files))
+	for _, f := range files {
+		picked[f] = all[f]
+	}
+	return Hash(picked)
+}
+
+func (b *builder) storeHeadlessService() *corev1.Service {
+	return &corev1.Service{
+		TypeMeta:   typeMeta("v1", "Service"),
+		ObjectMeta: b.meta(b.names.StoreHeadless(), ComponentStore, "redis"),
+		Spec: corev1.ServiceSpec{
+			ClusterIP: corev1.ClusterIPNone,
+			Selector:  Selector(b.sc, ComponentStore),
+			// Servers must find each other, and Sentinels them, before they are ready.
+			PublishNotReadyAddresses: true,
+			Ports:                    []corev1.ServicePort{tcpPort("redis", RedisPort)},
+		},
+	}
+}
+
+// storePrimaryService always points at the current primary, through the role label the
+// operator keeps on the pods, for clients that cannot follow Sentinel.
+func (b *builder) storePrimaryService() *corev1.Service {
+	sel := Selector(b.sc, ComponentStore)
+	sel[LabelRole] = RolePrimary
+	return &corev1.Service{
+		TypeMeta:   typeMeta("v1", "Service"),
+		ObjectMeta: b.meta(b.names.Store(), ComponentStore, "redis"),
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: sel,
+			Ports:    []corev1.ServicePort{tcpPort("redis", RedisPort)},
+		},
+	}
+}
+
+func tcpPort(name string, port int32) corev1.ServicePort {
+	return corev1.ServicePort{Name: name, Port: port, TargetPort: namedPort(name), Protocol: corev1.ProtocolTCP}
+}
+
+func ptrQuantity(s string) *resource.Quantity {
+	q := resource.MustParse(s)
+	return &q
+}

@@ -1,0 +1,124 @@
+package render
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+)
+
+// wiringEnv is the wiring contract every app container receives (DESIGN.md, "Wiring
+// contract"): where sessions live, in this operator's names and in the names popular
+// frameworks already read. The password is only ever a secretKeyRef.
+func (b *builder) wiringEnv(app *sessionv1.AppSpec) []corev1.EnvVar {
+	ttl := b.spec.Session.TTL.Duration
+	env := []corev1.EnvVar{
+		{Name: "SESSION_MODE", Value: string(b.spec.Mode)},
+		{Name: "SESSION_TTL", Value: ttl.String()},
+		{Name: "SESSION_TTL_SECONDS", Value: strconv.FormatInt(int64(ttl/time.Second), 10)},
+		{Name: "PORT", Value: strconv.Itoa(int(app.Port))},
+	}
+	if b.spec.HasStore() {
+		env = append(env, b.storeWiring()...)
+	}
+	if b.spec.Mode == sessionv1.ModeClustered {
+		env = append(env, b.peerWiring(app)...)
+	}
+	return env
+}
+
+func (b *builder) storeWiring() []corev1.EnvVar {
+	st := b.spec.Store
+	n := b.names
+	sentinels := strings.Join(HostPorts(n.SentinelHosts(st.Sentinel.Replicas), SentinelPort), ",")
+	primary := n.ServiceHost(n.Store())
+	port := strconv.Itoa(RedisPort)
+	pw := b.passwordRef()
+	// An acknowledged session must be on two servers; a single server has nobody to ask.
+	waitReplicas := "0"
+	if st.Replicas > 1 {
+		waitReplicas = "1"
+	}
+	return []corev1.EnvVar{
+		{Name: "SESSION_REDIS_SENTINEL_ADDRS", Value: sentinels},
+		{Name: "SESSION_REDIS_SENTINEL_MASTER", Value: n.MasterName()},
+		{Name: "SESSION_REDIS_ADDR", Value: primary + ":" + port},
+		secretEnv("SESSION_REDIS_PASSWORD", pw),
+		{Name: "SESSION_REDIS_WAIT_REPLICAS", Value: waitReplicas},
+		{Name: "REDIS_HOST", Value: primary},
+		{Name: "REDIS_PORT", Value: port},
+		secretEnv("REDIS_PASSWORD", pw),
+		// $(REDIS_PASSWORD) is expanded by the kubelet from the variable above: the pod
+		// spec holds the reference, never the password.
+		{Name: "REDIS_URL", Value: "redis://:$(REDIS_PASSWORD)@" + primary + ":" + port + "/0"},
+		{Name: "SPRING_DATA_REDIS_SENTINEL_MASTER", Value: n.MasterName()},
+		{Name: "SPRING_DATA_REDIS_SENTINEL_NODES", Value: sentinels},
+		secretEnv("SPRING_DATA_REDIS_PASSWORD", pw),
+		secretEnv("SPRING_DATA_REDIS_SENTINEL_PASSWORD", pw),
+	}
+}
+
+func (b *builder) peerWiring(app *sessionv1.AppSpec) []corev1.EnvVar {
+	n := b.names
+	peers := n.ServiceHost(n.Peers(app.Name))
+	env := []corev1.EnvVar{
+		{Name: "SESSION_PEERS_DNS", Value: peers},
+		{Name: "SESSION_PEERS_PORT", Value: strconv.Itoa(int(b.spec.Clustering.Port))},
+		fieldEnv("KUBERNETES_NAMESPACE", "metadata.namespace"),
+		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv("POD_IP", "status.podIP"),
+		// Tomcat's DNSMembershipProvider, JGroups' DNS_PING and Hazelcast's DNS join.
+		{Name: "DNS_MEMBERSHIP_SERVICE_NAME", Value: peers},
+		{Name: "JGROUPS_DNS_QUERY", Value: peers},
+		{Name: "HZ_NETWORK_JOIN_KUBERNETES_SERVICEDNS", Value: peers},
+	}
+	if b.spec.Clustering.Discovery == sessionv1.DiscoveryKubernetesAPI {
+		env = append(env, corev1.EnvVar{Name: "KUBERNETES_LABELS", Value: selectorString(AppSelector(b.sc, app.Name))})
+	}
+	return env
+}
+
+// appEnv is the wiring followed by the user's env; a user variable replaces an injected
+// one of the same name rather than shadowing it, so the container sees it once.
+func (b *builder) appEnv(app *sessionv1.AppSpec) []corev1.EnvVar {
+	user := map[string]bool{}
+	for _, e := range app.Env {
+		user[e.Name] = true
+	}
+	var env []corev1.EnvVar
+	for _, e := range b.wiringEnv(app) {
+		if !user[e.Name] {
+			env = append(env, e)
+		}
+	}
+	for _, e := range app.Env {
+		env = append(env, *e.DeepCopy())
+	}
+	return env
+}
+
+// wiringHash changes whenever what an app pod reads at start changes, including the
+// password's version, which no part of the pod template shows.
+func (b *builder) wiringHash(app *sessionv1.AppSpec) string {
+	return Hash(struct {
+		Env             []corev1.EnvVar
+		PasswordVersion string
+	}{b.appEnv(app), b.in.PasswordVersion})
+}
+
+func selectorString(sel map[string]string) string {
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + sel[k]
+	}
+	return strings.Join(parts, ",")
+}

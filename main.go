@@ -1,0 +1,127 @@
+// Command session-operator runs the SessionCluster controller.
+package main
+
+import (
+	"flag"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	corev1 "k8s.io/api/core/v1"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+	"github.com/sessionops/session-operator/controllers"
+	"github.com/sessionops/session-operator/internal/render"
+	"github.com/sessionops/session-operator/internal/store"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(sessionv1.AddToScheme(scheme))
+}
+
+func main() {
+	var (
+		metricsAddr, probeAddr, clusterDomain, watchNamespaces string
+		leaderElect                                            bool
+		concurrency, observeConcurrency                        int
+		observeTimeout                                         time.Duration
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica of the manager is active.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "SessionClusters reconciled in parallel.")
+	flag.IntVar(&observeConcurrency, "store-observe-concurrency", 8, "Stores whose Sentinels are asked at once.")
+	flag.DurationVar(&observeTimeout, "store-observe-timeout", 2*time.Second, "Timeout of one question to one Sentinel.")
+	flag.StringVar(&clusterDomain, "cluster-domain", render.DefaultClusterDomain, "The cluster's DNS domain.")
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to manage; empty manages all.")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "session-operator.session.sessionops.dev",
+		Cache:                  CacheOptions(splitNamespaces(watchNamespaces)),
+	})
+	if err != nil {
+		setupLog.Error(err, "creating manager")
+		os.Exit(1)
+	}
+	observer := store.NewSentinelObserver(observeConcurrency, observeTimeout)
+	defer observer.Close()
+	r := &controllers.SessionClusterReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Events:                  mgr.GetEventRecorder("session-operator"),
+		Observer:                observer,
+		Render:                  render.Options{ClusterDomain: clusterDomain},
+		MaxConcurrentReconciles: concurrency,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "setting up controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "adding health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "adding ready check")
+		os.Exit(1)
+	}
+	setupLog.Info("starting manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "running manager")
+		os.Exit(1)
+	}
+}
+
+// CacheOptions caches only what the operator owns: every child kind is selected by the
+// managed-by label, pods further by the store component, and managedFields are dropped.
+// A cluster-wide cache of every Secret or Pod would cost memory in proportion to the
+// cluster, not to the SessionClusters.
+func CacheOptions(namespaces []string) cache.Options {
+	owned := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy})
+	storePods := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy, render.LabelComponent: render.ComponentStore})
+	byObject := map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: storePods}}
+	for _, obj := range controllers.ChildObjects() {
+		byObject[obj] = cache.ByObject{Label: owned}
+	}
+	o := cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
+	if len(namespaces) > 0 {
+		o.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			o.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return o
+}
+
+func splitNamespaces(s string) []string {
+	var out []string
+	for _, ns := range strings.Split(s, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
