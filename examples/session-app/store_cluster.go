@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -142,7 +143,7 @@ func newClusterStore(o clusterOptions) (*clusterStore, error) {
 	mc.PushPullInterval = o.PushPullInterval
 	mc.DeadNodeReclaimTime = 30 * time.Second
 	mc.Delegate = &clusterDelegate{s}
-	mc.LogOutput = o.LogOutput
+	mc.LogOutput = dropDebug{o.LogOutput}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("memberlist on %s:%d: %w", o.BindAddr, o.Port, err)
@@ -351,14 +352,21 @@ func (s *clusterStore) janitor(every time.Duration) {
 			return
 		case <-t.C:
 		}
+		s.sweep()
+	}
+}
+
+func (s *clusterStore) sweep() {
+	// Prune panics on a queue that never held a broadcast: ask first.
+	if s.queue.NumQueued() > maxQueuedBroadcasts {
 		s.queue.Prune(maxQueuedBroadcasts)
-		s.mu.Lock()
-		for id, e := range s.sessions {
-			if s.expired(e) {
-				delete(s.sessions, id)
-			}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, e := range s.sessions {
+		if s.expired(e) {
+			delete(s.sessions, id)
 		}
-		s.mu.Unlock()
 	}
 }
 
@@ -421,4 +429,15 @@ func (d *clusterDelegate) MergeRemoteState(buf []byte, _ bool) {
 	for _, e := range all {
 		d.s.merge(e)
 	}
+}
+
+// dropDebug filters memberlist's [DEBUG] lines (one per push-pull and stream)
+// out of its log; warnings and errors pass through.
+type dropDebug struct{ w io.Writer }
+
+func (d dropDebug) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("[DEBUG]")) {
+		return len(p), nil
+	}
+	return d.w.Write(p)
 }

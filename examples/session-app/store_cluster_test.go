@@ -224,3 +224,23 @@ func TestClusterMergeLastWriterWins(t *testing.T) {
 		t.Fatal("local write did not advance the version")
 	}
 }
+
+// The janitor's sweep on a node that never queued a broadcast (memberlist's
+// Prune panics on such a queue unless guarded), and after expiry.
+func TestClusterSweep(t *testing.T) {
+	a := startClusterNode(t, "app-a", &peerList{})
+	a.sweep()
+	id := newSessionID()
+	_, _ = a.Create(context.Background(), id)
+	now := time.Now().Add(11 * time.Minute)
+	a.mu.Lock()
+	a.now = func() time.Time { return now }
+	a.mu.Unlock()
+	a.sweep()
+	a.mu.RLock()
+	n := len(a.sessions)
+	a.mu.RUnlock()
+	if n != 0 {
+		t.Fatalf("%d sessions left after expiry", n)
+	}
+}

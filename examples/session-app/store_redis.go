@@ -194,11 +194,14 @@ func (s *redisStore) Close() error { return s.rdb.Close() }
 type redisLogger struct{ rl rateLimitedLog }
 
 func (l *redisLogger) Printf(_ context.Context, format string, v ...any) {
-	if strings.HasPrefix(format, "sentinel:") {
-		log.Printf("redis: "+format, v...) // rare and worth seeing: primary changes
+	if !strings.HasPrefix(format, "redis:") {
+		format = "redis: " + format
+	}
+	if strings.HasPrefix(format, "redis: sentinel:") {
+		log.Printf(format, v...) // rare and worth seeing: primary changes
 		return
 	}
-	l.rl.printf("redis: "+format, v...)
+	l.rl.printf(format, v...)
 }
 
 func init() { redis.SetLogger(&redisLogger{}) }
