@@ -100,7 +100,7 @@ type SessionSettings struct {
 	// +kubebuilder:default="30m"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('720h')",message="spec.session.ttl must be between 1s and 720h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('720h'))",message="spec.session.ttl must be between 1s and 720h"
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 }
 
@@ -171,7 +171,7 @@ type AppSpec struct {
 }
 
 // StoreSpec is the replicated Redis session store with Sentinel failover.
-// +kubebuilder:validation:XValidation:rule="!has(self.minReplicasToWrite) || self.minReplicasToWrite < self.replicas",message="spec.store.minReplicasToWrite must be less than spec.store.replicas",fieldPath=".minReplicasToWrite"
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicasToWrite) || !has(self.replicas) || self.minReplicasToWrite < self.replicas",message="spec.store.minReplicasToWrite must be less than spec.store.replicas",fieldPath=".minReplicasToWrite"
 type StoreSpec struct {
 	// image is any Redis 7+ or Valkey 8+ image holding redis-server, redis-sentinel,
 	// redis-cli and a POSIX shell.
@@ -227,7 +227,7 @@ type StoreSpec struct {
 }
 
 // SentinelSpec configures Redis Sentinel.
-// +kubebuilder:validation:XValidation:rule="self.quorum <= self.replicas",message="spec.store.sentinel.quorum must not exceed spec.store.sentinel.replicas",fieldPath=".quorum"
+// +kubebuilder:validation:XValidation:rule="!has(self.quorum) || !has(self.replicas) || self.quorum <= self.replicas",message="spec.store.sentinel.quorum must not exceed spec.store.sentinel.replicas",fieldPath=".quorum"
 type SentinelSpec struct {
 	// replicas is the number of Sentinels; an odd number of at least 3 survives one loss.
 	// +optional
@@ -248,7 +248,7 @@ type SentinelSpec struct {
 	// +kubebuilder:default="5s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="spec.store.sentinel.downAfter must be between 1s and 10m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('10m'))",message="spec.store.sentinel.downAfter must be between 1s and 10m"
 	DownAfter *metav1.Duration `json:"downAfter,omitempty"`
 
 	// failoverTimeout bounds one failover attempt.
@@ -256,7 +256,7 @@ type SentinelSpec struct {
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('1h')",message="spec.store.sentinel.failoverTimeout must be between 5s and 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('5s') && duration(self) <= duration('1h'))",message="spec.store.sentinel.failoverTimeout must be between 5s and 1h"
 	FailoverTimeout *metav1.Duration `json:"failoverTimeout,omitempty"`
 }
 
@@ -333,7 +333,7 @@ type StickySpec struct {
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('8760h')",message="spec.sticky.maxAge must be between 1s and 8760h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('8760h'))",message="spec.sticky.maxAge must be between 1s and 8760h"
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 
 	// mode is Balanced (re-pin users when pods are added) or Persistent (never re-pin).
@@ -363,7 +363,7 @@ type ClientIPAffinity struct {
 	// +kubebuilder:default="3h"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.sticky.clientIP.timeout must be between 1s and 24h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('24h'))",message="spec.sticky.clientIP.timeout must be between 1s and 24h"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Prints a directory holding etcd, kube-apiserver and kubectl for envtest
+# (KUBEBUILDER_ASSETS). In order: an existing KUBEBUILDER_ASSETS, the cached build in
+# bin/k8s/<version>, setup-envtest where it can download, else a build from Go module
+# sources (hack/build-k8s.sh; about 8 minutes the first time on 2 cores).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+K8S_VERSION=${K8S_VERSION:-1.37.2}
+cached="$root/bin/k8s/$K8S_VERSION"
+
+complete() { [ -x "$1/etcd" ] && [ -x "$1/kube-apiserver" ] && [ -x "$1/kubectl" ]; }
+
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && complete "$KUBEBUILDER_ASSETS"; then
+  echo "$KUBEBUILDER_ASSETS"; exit 0
+fi
+if complete "$cached"; then
+  echo "$cached"; exit 0
+fi
+if [ "${ENVTEST_TRY_DOWNLOAD:-1}" = 1 ]; then
+  dir=$(timeout 120 go run sigs.k8s.io/controller-runtime/tools/setup-envtest@latest \
+    use "${K8S_VERSION%.*}.x" --bin-dir "$root/bin/setup-envtest" -p path 2>/dev/null || true)
+  if [ -n "$dir" ] && complete "$dir"; then
+    echo "$dir"; exit 0
+  fi
+  echo "setup-envtest could not download; building the control plane from Go module sources" >&2
+fi
+"$root/hack/build-k8s.sh" etcd kube-apiserver kubectl >&2
+echo "$cached"
