@@ -7,18 +7,13 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-
-	corev1 "k8s.io/api/core/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 	"github.com/sessionops/session-operator/controllers"
@@ -60,7 +55,7 @@ func main() {
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "session-operator.session.sessionops.dev",
-		Cache:                  CacheOptions(splitNamespaces(watchNamespaces)),
+		Cache:                  controllers.CacheOptions(splitNamespaces(watchNamespaces)),
 	})
 	if err != nil {
 		setupLog.Error(err, "creating manager")
@@ -93,27 +88,6 @@ func main() {
 		setupLog.Error(err, "running manager")
 		os.Exit(1)
 	}
-}
-
-// CacheOptions caches only what the operator owns: every child kind is selected by the
-// managed-by label, pods further by the store component, and managedFields are dropped.
-// A cluster-wide cache of every Secret or Pod would cost memory in proportion to the
-// cluster, not to the SessionClusters.
-func CacheOptions(namespaces []string) cache.Options {
-	owned := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy})
-	storePods := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy, render.LabelComponent: render.ComponentStore})
-	byObject := map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: storePods}}
-	for _, obj := range controllers.ChildObjects() {
-		byObject[obj] = cache.ByObject{Label: owned}
-	}
-	o := cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
-	if len(namespaces) > 0 {
-		o.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range namespaces {
-			o.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	return o
 }
 
 func splitNamespaces(s string) []string {

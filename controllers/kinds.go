@@ -34,8 +34,8 @@ func childKinds() []childKind {
 	}
 }
 
-// ChildObjects are the kinds the manager's cache must hold only the operator's labelled
-// objects of (see cmd setup).
+// ChildObjects are the kinds of which the manager's cache holds only the operator's
+// labelled objects (see CacheOptions).
 func ChildObjects() []client.Object {
 	var out []client.Object
 	for _, k := range childKinds() {

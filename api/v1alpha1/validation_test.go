@@ -82,7 +82,7 @@ func TestValidManifestsAreAccepted(t *testing.T) {
 		"sticky-only": {"spec": m{"mode": "Sticky", "store": nil, "sticky": m{"clientIP": m{"timeout": "1h"}}}},
 		"clustered":   {"spec": m{"mode": "Clustered", "store": nil, "clustering": m{"port": 4000, "discovery": "KubernetesAPI"}}},
 		"store-full": {"spec": m{"session": m{"ttl": "1h30m"}, "store": m{"replicas": 5, "minReplicasToWrite": 2, "maxMemory": "1Gi",
-			"sentinel": m{"replicas": 5, "quorum": 3, "downAfter": "2500ms", "failoverTimeout": "2m"},
+			"sentinel":    m{"replicas": 5, "quorum": 3, "downAfter": "2500ms", "failoverTimeout": "2m"},
 			"persistence": m{"size": "1Gi", "storageClassName": "fast", "deleteClaim": true},
 			"auth":        m{"existingSecret": "shop-redis", "existingSecretKey": "redis-password"}}}},
 		"gateway": {"spec": m{"ingress": m{"host": "shop.example.com", "controller": "GatewayAPI", "parentRefs": l{m{"name": "public"}}}}},

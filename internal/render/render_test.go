@@ -80,8 +80,10 @@ func envOf(c corev1.Container) map[string]corev1.EnvVar {
 // TestEveryChildIsLabelledAndOwned covers every mode and option combination.
 func TestEveryChildIsLabelledAndOwned(t *testing.T) {
 	variants := map[string]*sessionv1.SessionCluster{
-		"store":          cluster(sessionv1.ModeStore),
-		"store-persist":  cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) { s.Store.Persistence = &sessionv1.PersistenceSpec{Size: resource.MustParse("1Gi")} }),
+		"store": cluster(sessionv1.ModeStore),
+		"store-persist": cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) {
+			s.Store.Persistence = &sessionv1.PersistenceSpec{Size: resource.MustParse("1Gi")}
+		}),
 		"store-user-pw":  cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) { s.Store.Auth.ExistingSecret = "mine" }),
 		"store-one-node": cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) { s.Store.Replicas = 1 }),
 		"store-two-apps": cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) {

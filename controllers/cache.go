@@ -1,0 +1,31 @@
+package controllers
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sessionops/session-operator/internal/render"
+)
+
+// CacheOptions caches only what the operator owns: every child kind is selected by the
+// managed-by label, pods further by the store component, and managedFields are dropped.
+// A cluster-wide cache of every Secret or Pod would cost memory in proportion to the
+// cluster, not to the SessionClusters.
+func CacheOptions(namespaces []string) cache.Options {
+	owned := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy})
+	storePods := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy, render.LabelComponent: render.ComponentStore})
+	byObject := map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: storePods}}
+	for _, obj := range ChildObjects() {
+		byObject[obj] = cache.ByObject{Label: owned}
+	}
+	o := cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
+	if len(namespaces) > 0 {
+		o.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			o.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return o
+}
