@@ -147,7 +147,7 @@ func startProc(t *testing.T, bin, dir, confName string, conf []string, port int)
 		log: filepath.Join(dir, strings.TrimSuffix(confName, ".conf")+".log")}
 	t.Cleanup(func() { p.kill() })
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("SESSION_APP_TEST_LOGS") != "" {
 			if b, err := os.ReadFile(p.log); err == nil {
 				t.Logf("--- %s log (%s) ---\n%s", filepath.Base(bin), p.Addr, tail(string(b), 3000))
 			}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -246,4 +248,147 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A planned switchover done safely, as the operator must do it during a
+// rolling change. A bare SENTINEL FAILOVER with the old primary alive LOSES
+// acknowledged writes: until Sentinel reconfigures them, the old primary keeps
+// taking writes and the other replica keeps acknowledging them (so WAIT 1
+// succeeds), then that replica resyncs from the promoted one and drops them.
+// (Observed here: counter acknowledged at 50, read back as 10.) So the switch
+// is: CLIENT PAUSE WRITE on the old primary, wait until every replica has its
+// offset, SENTINEL FAILOVER, then REPLICAOF the new primary on the old one and
+// CLIENT UNPAUSE; writes that were paused then fail with READONLY and are
+// retried by the app on the new primary. The app must lose nothing and move
+// its writes over within seconds.
+func TestRedisSentinelPlannedFailover(t *testing.T) {
+	// Two replicas, as in the operator's default store (1 primary + 2): with a
+	// single replica, WAIT 1 fails until the old primary is a replica again.
+	primary := startRedisServer(t, "")
+	r1 := startRedisServer(t, primary.Addr)
+	r2 := startRedisServer(t, primary.Addr)
+	sentinel := startSentinel(t, primary.Addr, 1, 5*time.Second)
+	waitFor(t, 10*time.Second, "sentinel to discover the replicas", func() error {
+		c := directClient(sentinel.Addr, testRedisPassword)
+		defer c.Close()
+		reps, err := c.Do(context.Background(), "SENTINEL", "REPLICAS", "mymaster").Slice()
+		if err != nil || len(reps) != 2 {
+			return errf("replicas %v %v", reps, err)
+		}
+		return nil
+	})
+	cfg := mustConfig(t, map[string]string{
+		"SESSION_REDIS_SENTINEL_ADDRS":  sentinel.Addr,
+		"SESSION_REDIS_SENTINEL_MASTER": "mymaster",
+		"SESSION_REDIS_PASSWORD":        testRedisPassword,
+		"SESSION_REDIS_WAIT_REPLICAS":   "1",
+	})
+	store := newRedisStore(cfg, newRedisClient(cfg))
+	t.Cleanup(func() { _ = store.Close() })
+	ta := newTestApp(t, cfg, store)
+	s := ta.login(t)
+	ta.bump(t, s.ID, 1)
+
+	// A writer keeps bumping the session during the switch.
+	var (
+		mu       sync.Mutex
+		acked    int64 = 1
+		failures int
+		lastOK   time.Time
+	)
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			code, got := ta.call(t, http.MethodGet, "/session", s.ID)
+			mu.Lock()
+			if code == http.StatusOK {
+				if got.Counter <= acked {
+					t.Errorf("counter went from %d (acknowledged) to %d", acked, got.Counter)
+				}
+				acked, lastOK = got.Counter, time.Now()
+			} else {
+				failures++
+			}
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	ctx := context.Background()
+	pc := directClient(primary.Addr, testRedisPassword)
+	defer pc.Close()
+	sc := directClient(sentinel.Addr, testRedisPassword)
+	defer sc.Close()
+	start := time.Now()
+	if err := pc.Do(ctx, "CLIENT", "PAUSE", 15000, "WRITE").Err(); err != nil {
+		t.Fatalf("CLIENT PAUSE: %v", err)
+	}
+	waitFor(t, 5*time.Second, "replicas to reach the primary's offset", func() error {
+		info, err := redisInfo(primary.Addr, testRedisPassword, "replication")
+		if err != nil {
+			return err
+		}
+		for _, r := range []*redisProc{r1, r2} {
+			ri, err := redisInfo(r.Addr, testRedisPassword, "replication")
+			if err != nil {
+				return err
+			}
+			if ri["slave_repl_offset"] != info["master_repl_offset"] {
+				return errf("%s at %s, primary at %s", r.Addr, ri["slave_repl_offset"], info["master_repl_offset"])
+			}
+		}
+		return nil
+	})
+	if err := sc.Do(ctx, "SENTINEL", "FAILOVER", "mymaster").Err(); err != nil {
+		t.Fatalf("SENTINEL FAILOVER: %v", err)
+	}
+	var newPrimary string
+	waitFor(t, 10*time.Second, "sentinel to name a new primary", func() error {
+		var err error
+		if newPrimary, err = sentinelMaster(sentinel.Addr); err == nil && newPrimary == primary.Addr {
+			err = errf("still the old primary")
+		}
+		return err
+	})
+	h, p, _ := net.SplitHostPort(newPrimary)
+	if err := pc.Do(ctx, "REPLICAOF", h, p).Err(); err != nil {
+		t.Fatalf("REPLICAOF on the old primary: %v", err)
+	}
+	if err := pc.Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
+		t.Fatalf("CLIENT UNPAUSE: %v", err)
+	}
+	switched := time.Now()
+
+	// Writes must resume on the new primary.
+	waitFor(t, 10*time.Second, "a write acknowledged after the switch", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !lastOK.After(switched) {
+			return errf("none yet (%d failures)", failures)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	<-writerDone
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("safe planned switchover to %s: %s from pause to writes resuming, %d failed writes, counter %d",
+		newPrimary, lastOK.Sub(start).Round(10*time.Millisecond), failures, acked)
+	npc := directClient(newPrimary, testRedisPassword)
+	defer npc.Close()
+	if v, err := npc.HGet(ctx, "session:"+s.ID, "counter").Int64(); err != nil || v < acked {
+		t.Fatalf("new primary holds counter %d (%v); %d was acknowledged", v, err, acked)
+	}
+	if code, n := ta.peek(t, s.ID); code != http.StatusOK || n < acked {
+		t.Fatalf("peek %d %d, want at least %d", code, n, acked)
+	}
 }
