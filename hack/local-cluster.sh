@@ -142,6 +142,11 @@ build_binaries() {
     log "building ${missing[*]} (cached in $KBIN)"
     "$root/hack/build-k8s.sh" "${missing[@]}" >/dev/null
   fi
+  build_tools
+}
+
+# build_tools: CoreDNS and this module's helpers (imagetar, provisioner, pause).
+build_tools() {
   mkdir -p "$TOOLS"
   if [ ! -x "$TOOLS/coredns" ]; then
     log "building coredns $COREDNS_VERSION"
@@ -273,7 +278,7 @@ start() {
     while [ "$1" != -- ]; do echo $$ >"$1" 2>/dev/null || true; shift; done; shift
     mv "$f.tmp" "$f"
     exec "$@"' start "$f" "$bin" "${procs[@]}" -- "${enter[@]}" "$@" \
-    >>"$LOGS/$name.log" 2>&1 </dev/null &
+    >>"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
   local i
   for i in $(seq 50); do [ -s "$f" ] && break; sleep 0.1; done
   sleep 0.2
@@ -327,6 +332,14 @@ record_prestate() {
 }
 
 net_up() {
+  if [ -e "$NSPATH" ] && [ ! -f "$PIDS/net.done" ]; then
+    # left by a cluster whose processes were ended without `down` (or by another checkout)
+    local users; users=$(ip netns pids "$NETNS" 2>/dev/null | tr '\n' ' ')
+    [ -z "${users// /}" ] || die "network namespace $NETNS is in use by PIDs $users (another local cluster?); run its down first"
+    log "removing a stale network namespace $NETNS"
+    ip netns delete "$NETNS"
+    ip link del "$VETH_HOST" 2>/dev/null || true
+  fi
   if [ ! -e "$NSPATH" ]; then
     ip netns add "$NETNS"
   fi
@@ -348,6 +361,7 @@ net_up() {
     in_node iptables -I OUTPUT -d "$HOST_IP" -m conntrack --ctstate NEW -j REJECT
     in_node iptables -I FORWARD -d "$HOST_IP" -m conntrack --ctstate NEW -j REJECT
   fi
+  touch "$PIDS/net.done"
 }
 
 # ---------------------------------------------------------------- certificates --
@@ -738,6 +752,10 @@ local_up() {
     log "already up (export KUBECONFIG=$KUBECONFIG_OUT)"
     return 0
   fi
+  if [ -d "$PIDS" ] && ! any_alive; then
+    log "the previous cluster no longer runs; removing what is left of it"
+    local_down
+  fi
   install_packages
   command -v go >/dev/null || die "go is not on PATH"
   build_binaries
@@ -745,7 +763,8 @@ local_up() {
   record_prestate
   if [ ! -d "$PIDS" ]; then rm -rf "$LOGS"; fi
   mkdir -p "$S" "$PIDS" "$RUN" "$LOGS" "$CFG"
-  [ ${#CTR_SOCK} -lt 100 ] || die "socket path $CTR_SOCK is too long for a unix socket; clone to a shorter path"
+  local longest="$DATA/kubelet/plugins_registry/x-reg.sock"
+  [ ${#longest} -lt 100 ] || die "$S is too deep for unix socket paths (108 bytes); use a shorter checkout path"
   cg_setup
   net_up
   pki_up
@@ -756,12 +775,19 @@ local_up() {
   addons
   kc wait --for=condition=Ready "node/$NODE" --timeout=120s >/dev/null
   kc -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
+  wait_for 30 "the default ServiceAccount" kc -n default get serviceaccount default
   touch "$PIDS/up.done"
   log "up in $((SECONDS - t0))s: node $NODE ($NODE_IP), apiserver https://127.0.0.1:$API_PORT"
   log "export KUBECONFIG=$KUBECONFIG_OUT"
 }
 
 DAEMONS=(etcd kube-apiserver api-forward kube-controller-manager kube-scheduler containerd kubelet kube-proxy provisioner)
+
+any_alive() {
+  local n
+  for n in "${DAEMONS[@]}"; do alive "$n" && return 0; done
+  return 1
+}
 
 all_alive() {
   local n
@@ -906,11 +932,16 @@ local_load() {
 # ---------------------------------------------------------------- main ----------
 cmd=${1:-}
 shift || true
+if [ "$cmd" = up ] || [ "$cmd" = down ]; then
+  mkdir -p "$D"
+  exec 8>"$D/.lock"
+  flock 8 || die "cannot lock $D/.lock"
+fi
 case "$cmd" in
   up) if use_kind; then kind_up; else local_up; fi ;;
   down) if use_kind; then kind_down; else local_down; fi ;;
   status) if use_kind; then kind_status; else local_status; fi ;;
-  images) install_packages; build_binaries; build_images ;;
+  images) install_packages; build_tools; build_images ;;
   load) if use_kind; then kind_load "$@"; else local_load "$@"; fi ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_OUT" ;;
   *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;

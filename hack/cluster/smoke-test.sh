@@ -64,6 +64,13 @@ spec:
   selector: {app: x}
   ports: [{name: redis, port: 6379, targetPort: 6379}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: x0-only}
+spec:
+  selector: {statefulset.kubernetes.io/pod-name: x-0}
+  ports: [{name: redis, port: 6379}]
+---
 apiVersion: apps/v1
 kind: StatefulSet
 metadata: {name: x}
@@ -140,6 +147,7 @@ check "nr-0 is indeed not ready" bash -c "test \"\$('$K' -n '$NS' get pod nr-0 -
 check "ClusterIP Service x-svc answers from a pod (short name)" bash -c "'$K' -n '$NS' exec x-1 -- redis-cli -h x-svc ping | grep -qx PONG"
 check "ClusterIP Service answers by FQDN" bash -c "'$K' -n '$NS' exec x-0 -- redis-cli -h x-svc.$NS.svc.cluster.local ping | grep -qx PONG"
 check "kubernetes Service (apiserver) reachable from a pod" kx exec x-0 -- sh -c 'echo | timeout 5 nc -w 3 kubernetes.default.svc.cluster.local 443'
+check "a pod reaches itself through its own Service (hairpin)" bash -c "'$K' -n '$NS' exec x-0 -- redis-cli -h x0-only ping | grep -qx PONG"
 if [ -e /var/run/netns/sessops-node ]; then
   check "the node has no route out (local cluster)" bash -c "! nsenter --net=/var/run/netns/sessops-node ip route get 203.0.113.1"
   check "pods cannot open connections to the host side of the node link" bash -c "! '$K' -n '$NS' exec x-0 -- sh -c 'echo | timeout 5 nc -w 3 10.213.0.1 22'"

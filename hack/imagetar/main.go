@@ -458,7 +458,7 @@ func writeLayout(out, full string, img v1.Image) error {
 			Digest:    mdigest,
 			Platform:  &v1.Platform{Architecture: cf.Architecture, OS: cf.OS},
 			Annotations: map[string]string{
-				"io.containerd.image.name":         full,
+				"io.containerd.image.name":          full,
 				"org.opencontainers.image.ref.name": full,
 			},
 		}},
