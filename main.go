@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 	"github.com/sessionops/session-operator/controllers"
@@ -26,6 +27,7 @@ var scheme = runtime.NewScheme()
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(sessionv1.AddToScheme(scheme))
+	utilruntime.Must(gatewayv1.Install(scheme))
 }
 
 func main() {
@@ -49,13 +51,17 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	cfg := ctrl.GetConfigOrDie()
+	// HTTPRoutes are cached and watched only when their CRD exists at start; installed
+	// later, they are still written (detected per pass) and found again on restart.
+	httpRoutes := controllers.GatewayAPIServed(cfg)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "session-operator.session.sessionops.dev",
-		Cache:                  controllers.CacheOptions(splitNamespaces(watchNamespaces)),
+		Cache:                  controllers.CacheOptions(splitNamespaces(watchNamespaces), httpRoutes),
 	})
 	if err != nil {
 		setupLog.Error(err, "creating manager")
@@ -70,6 +76,8 @@ func main() {
 		Observer:                observer,
 		Render:                  render.Options{ClusterDomain: clusterDomain},
 		MaxConcurrentReconciles: concurrency,
+		GatewayAPI:              (&controllers.GatewayDetector{Mapper: mgr.GetRESTMapper(), TTL: time.Minute}).Installed,
+		WatchHTTPRoutes:         httpRoutes,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "setting up controller")

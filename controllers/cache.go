@@ -5,6 +5,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/sessionops/session-operator/internal/render"
 )
@@ -13,12 +14,15 @@ import (
 // managed-by label, pods further by the store component, and managedFields are dropped.
 // A cluster-wide cache of every Secret or Pod would cost memory in proportion to the
 // cluster, not to the SessionClusters.
-func CacheOptions(namespaces []string) cache.Options {
+func CacheOptions(namespaces []string, httpRoutes bool) cache.Options {
 	owned := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy})
 	storePods := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy, render.LabelComponent: render.ComponentStore})
 	byObject := map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: storePods}}
 	for _, obj := range ChildObjects() {
 		byObject[obj] = cache.ByObject{Label: owned}
+	}
+	if httpRoutes {
+		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: owned}
 	}
 	o := cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
 	if len(namespaces) > 0 {

@@ -26,6 +26,10 @@ func (r *SessionClusterReconciler) render(_ context.Context, p *pass) error {
 		return err
 	}
 	p.desired = d
+	p.routingBlocked = strings.Join(d.Blocked, "; ")
+	if p.routingBlocked == "" {
+		p.url = render.URL(&p.spec)
+	}
 	return nil
 }
 

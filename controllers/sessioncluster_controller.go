@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 	"github.com/sessionops/session-operator/internal/apply"
@@ -43,6 +44,9 @@ type SessionClusterReconciler struct {
 	MaxConcurrentReconciles int
 	// GatewayAPI reports whether the Gateway API CRDs are installed; nil means they are not.
 	GatewayAPI func() bool
+	// WatchHTTPRoutes is set when the Gateway API was installed at start, so HTTPRoutes
+	// are watched like every other child.
+	WatchHTTPRoutes bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -57,6 +61,7 @@ type SessionClusterReconciler struct {
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies;ingresses,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
@@ -84,7 +89,6 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	for _, s := range []step{
 		{"readInputs", r.readInputs},
 		{"render", r.render},
-		{"routing", r.routing},
 		{"applyChildren", r.applyChildren},
 		{"pruneChildren", r.pruneChildren},
 		{"observeStore", r.observeStore},
@@ -144,6 +148,11 @@ func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, status
 			metrics.SessionsStored.WithLabelValues(ns, name).Set(float64(p.observed.Keys))
 		}
 	}
+	wasRouting := meta.FindStatusCondition(p.sc.Status.Conditions, sessionv1.ConditionRoutingReady)
+	nowRouting := meta.FindStatusCondition(status.Conditions, sessionv1.ConditionRoutingReady)
+	if nowRouting.Reason == sessionv1.ReasonGatewayAPIMissing && (wasRouting == nil || wasRouting.Reason != nowRouting.Reason) {
+		r.Events.Eventf(p.sc, nil, corev1.EventTypeWarning, sessionv1.ReasonGatewayAPIMissing, "Reconcile", "%s", nowRouting.Message)
+	}
 	was := meta.FindStatusCondition(p.sc.Status.Conditions, sessionv1.ConditionDegraded)
 	now := meta.FindStatusCondition(status.Conditions, sessionv1.ConditionDegraded)
 	if now.Status == "True" && (was == nil || was.Status != "True" || was.Reason != now.Reason) {
@@ -180,11 +189,15 @@ func (r *SessionClusterReconciler) gatewayAPIInstalled() bool {
 	return r.GatewayAPI != nil && r.GatewayAPI()
 }
 
-// kinds are the child kinds this operator manages in this cluster.
-func (r *SessionClusterReconciler) kinds() []childKind { return childKinds() }
-
-// routing decides the routing children; filled in with spec.ingress.
-func (r *SessionClusterReconciler) routing(_ context.Context, _ *pass) error { return nil }
+// kinds are the child kinds this operator manages in this cluster: HTTPRoute only where
+// the Gateway API is installed.
+func (r *SessionClusterReconciler) kinds() []childKind {
+	kinds := childKinds()
+	if r.WatchHTTPRoutes || r.gatewayAPIInstalled() {
+		kinds = append(kinds, childKind{&gatewayv1.HTTPRoute{}, &gatewayv1.HTTPRouteList{}})
+	}
+	return kinds
+}
 
 // SetupWithManager watches SessionClusters and every kind of child they own, so a child
 // deleted or edited by hand is put back.
@@ -192,7 +205,11 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&sessionv1.SessionCluster{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)})
-	for _, k := range r.kinds() {
+	kinds := childKinds()
+	if r.WatchHTTPRoutes {
+		kinds = append(kinds, childKind{&gatewayv1.HTTPRoute{}, &gatewayv1.HTTPRouteList{}})
+	}
+	for _, k := range kinds {
 		b = b.Owns(k.obj)
 	}
 	return b.Complete(r)

@@ -84,7 +84,8 @@ func computeStatus(p *pass, domain string) (sessionv1.SessionClusterStatus, *fai
 
 	// Ready summarises the others, naming the first that holds it back.
 	ready, reason, msg := true, sessionv1.ReasonReady, "Sessions are served in "+string(p.spec.Mode)+" mode"
-	for _, t := range []string{sessionv1.ConditionDegraded, sessionv1.ConditionStoreReady, sessionv1.ConditionAppsReady, sessionv1.ConditionRoutingReady} {
+	// Most actionable first: what the user must fix, then what is still starting.
+	for _, t := range []string{sessionv1.ConditionDegraded, sessionv1.ConditionRoutingReady, sessionv1.ConditionStoreReady, sessionv1.ConditionAppsReady} {
 		c := meta.FindStatusCondition(st.Conditions, t)
 		bad := c.Status != metav1.ConditionTrue
 		if t == sessionv1.ConditionDegraded {

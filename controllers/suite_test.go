@@ -11,6 +11,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 	"github.com/sessionops/session-operator/internal/store"
@@ -46,6 +48,8 @@ func TestMain(m *testing.M) {
 func runSuite(m *testing.M) int {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(sessionv1.AddToScheme(scheme))
+	utilruntime.Must(gatewayv1.Install(scheme))
+	utilruntime.Must(apiextensionsv1.AddToScheme(scheme))
 	env, cfg, err := testenv.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -64,7 +68,7 @@ func runSuite(m *testing.M) int {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  CacheOptions(nil),
+		Cache:                  CacheOptions(nil, false),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -76,6 +80,8 @@ func runSuite(m *testing.M) int {
 		Events:                  mgr.GetEventRecorder("session-operator"),
 		Observer:                observer,
 		MaxConcurrentReconciles: 4,
+		// No TTL: the Gateway API test installs the CRDs mid-run.
+		GatewayAPI: (&GatewayDetector{Mapper: mgr.GetRESTMapper()}).Installed,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -95,7 +101,12 @@ func runSuite(m *testing.M) int {
 // namespace makes a fresh namespace for one test.
 func namespace(t *testing.T) string {
 	t.Helper()
-	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
+	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.Map(func(r rune) rune {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(t.Name())))
 	if len(name) > 63 {
 		name = name[:63]
 	}
@@ -105,6 +116,8 @@ func namespace(t *testing.T) string {
 	}
 	return name
 }
+
+func ctrlKey(name string) client.ObjectKey { return client.ObjectKey{Name: name} }
 
 func namespaceObject(name string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}

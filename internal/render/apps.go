@@ -2,11 +2,13 @@ package render
 
 import (
 	"slices"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 )
@@ -26,9 +28,23 @@ func (b *builder) appDeployment(app *sessionv1.AppSpec) *appsv1.Deployment {
 		Resources:       *app.Resources.DeepCopy(),
 		SecurityContext: restrictedContainer(false),
 	}
-	maxSurge := intstr.FromString("25%")
 	zero := intstr.FromInt32(0)
-	return &appsv1.Deployment{
+	maxSurge := intstr.FromString("25%")
+	if b.spec.Mode != sessionv1.ModeStore {
+		// Pinned users and peers holding sessions: replace one pod at a time.
+		maxSurge = intstr.FromInt32(1)
+	}
+	if b.spec.Mode == sessionv1.ModeClustered {
+		port := b.spec.Clustering.Port
+		container.Ports = append(container.Ports,
+			corev1.ContainerPort{Name: "peers", ContainerPort: port, Protocol: corev1.ProtocolTCP},
+			corev1.ContainerPort{Name: "peers-udp", ContainerPort: port, Protocol: corev1.ProtocolUDP})
+	}
+	if drain := b.drainSeconds(); drain > 0 {
+		// The load balancer (or the peers) must drop a pod before it stops serving.
+		container.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: drain}}}
+	}
+	dep := &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: b.meta(n.App(app.Name), ComponentApp, app.Name),
 		Spec: appsv1.DeploymentSpec{
@@ -53,6 +69,47 @@ func (b *builder) appDeployment(app *sessionv1.AppSpec) *appsv1.Deployment {
 			},
 		},
 	}
+	pod := &dep.Spec.Template.Spec
+	if grace := b.terminationGrace(); grace > 0 {
+		pod.TerminationGracePeriodSeconds = int64Ptr(grace)
+	}
+	if b.apiDiscovery() {
+		pod.ServiceAccountName = b.names.App(app.Name)
+		pod.AutomountServiceAccountToken = boolPtr(true)
+	}
+	return dep
+}
+
+// drainSeconds is how long a stopping app pod keeps serving so that the load balancer
+// stops sending it users first; Store mode loses nothing when a pod stops, so it needs none.
+func (b *builder) drainSeconds() int64 {
+	switch b.spec.Mode {
+	case sessionv1.ModeSticky:
+		return 10
+	case sessionv1.ModeClustered:
+		return 5
+	}
+	return 0
+}
+
+// terminationGrace leaves a clustered pod time to hand its sessions to its peers.
+func (b *builder) terminationGrace() int64 {
+	switch b.spec.Mode {
+	case sessionv1.ModeSticky:
+		return 40
+	case sessionv1.ModeClustered:
+		return 60
+	}
+	return 0
+}
+
+// appPDB keeps all but one pod of an app up through voluntary disruptions where a pod's
+// loss costs sessions (sticky without a store) or replicas of them (clustered).
+func (b *builder) appPDB(app *sessionv1.AppSpec) client.Object {
+	if b.spec.HasStore() || *app.Replicas < 2 {
+		return nil
+	}
+	return b.pdb(b.names.App(app.Name), ComponentApp, app.Name, AppSelector(b.sc, app.Name))
 }
 
 func appProbe(app *sessionv1.AppSpec, period, failures int32) *corev1.Probe {
@@ -64,7 +121,7 @@ func appProbe(app *sessionv1.AppSpec, period, failures int32) *corev1.Probe {
 }
 
 func (b *builder) appService(app *sessionv1.AppSpec) *corev1.Service {
-	return &corev1.Service{
+	svc := &corev1.Service{
 		TypeMeta:   typeMeta("v1", "Service"),
 		ObjectMeta: b.meta(b.names.App(app.Name), ComponentApp, app.Name),
 		Spec: corev1.ServiceSpec{
@@ -73,4 +130,13 @@ func (b *builder) appService(app *sessionv1.AppSpec) *corev1.Service {
 			Ports:    []corev1.ServicePort{{Name: "http", Port: app.Port, TargetPort: namedPort("http"), Protocol: corev1.ProtocolTCP}},
 		},
 	}
+	if ann := b.serviceAffinity(app); len(ann) > 0 {
+		svc.Annotations = ann
+	}
+	if b.sticky() && b.spec.Sticky.ClientIP != nil {
+		timeout := int32(b.spec.Sticky.ClientIP.Timeout.Duration / time.Second)
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		svc.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: &timeout}}
+	}
+	return svc
 }

@@ -71,7 +71,28 @@ func Render(sc *sessionv1.SessionCluster, opts Options, in Inputs) (*Desired, er
 	}
 	for i := range spec.Apps {
 		app := &spec.Apps[i]
+		if spec.Mode == sessionv1.ModeClustered {
+			add(b.peerService(app))
+			if b.apiDiscovery() {
+				add(b.peerServiceAccount(app), b.peerRole(app), b.peerRoleBinding(app))
+			}
+		}
 		add(b.appService(app), b.appDeployment(app))
+		if pdb := b.appPDB(app); pdb != nil {
+			add(pdb)
+		}
+	}
+	if in := spec.Ingress; in != nil {
+		switch {
+		case in.Controller != sessionv1.ControllerGatewayAPI:
+			for i := range spec.Apps {
+				add(b.ingress(&spec.Apps[i]))
+			}
+		case b.in.GatewayAPI:
+			add(b.httpRoute())
+		default:
+			d.Blocked = append(d.Blocked, "spec.ingress.controller is GatewayAPI but the Gateway API CRDs (gateway.networking.k8s.io/v1 HTTPRoute) are not installed; install them and the route follows")
+		}
 	}
 	return d, nil
 }
