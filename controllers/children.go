@@ -54,6 +54,20 @@ func (r *SessionClusterReconciler) applyChildren(ctx context.Context, p *pass) e
 	}
 	logger := log.FromContext(ctx)
 	for i, obj := range p.desired.Objects {
+		if cur := current[i]; cur != nil && !cur.GetDeletionTimestamp().IsZero() {
+			// Still going (a replaced StatefulSet waiting for the garbage collector to
+			// release its pods): make it again once it is gone.
+			p.requeueSoon = true
+			continue
+		}
+		replaced, err := r.replaceIfImmutableChanged(ctx, p, obj, current[i])
+		if err != nil {
+			return err
+		}
+		if replaced {
+			p.requeueSoon = true
+			continue
+		}
 		outcome, err := r.applier().ApplyOver(ctx, obj, current[i])
 		if err != nil {
 			return fmt.Errorf("applying %s: %w", describe(r.Client, obj), err)

@@ -33,6 +33,9 @@ type pass struct {
 	observeErr  error
 	deployments map[string]*appsv1.Deployment
 
+	// requeueSoon asks for another pass shortly: a child is waiting on the garbage collector.
+	requeueSoon bool
+
 	// routing is set by the routing step: false with a reason when routing cannot be made.
 	routingBlocked string
 	url            string

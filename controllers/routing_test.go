@@ -57,7 +57,7 @@ func TestAffinityInEachControllersDialect(t *testing.T) {
 			"nginx.ingress.kubernetes.io/session-cookie-path":     "/",
 			"nginx.ingress.kubernetes.io/session-cookie-samesite": "Strict",
 			"nginx.ingress.kubernetes.io/session-cookie-secure":   "true",
-			"example.com/team":                                    "shop",
+			"example.com/team": "shop",
 		}},
 		sessionv1.ControllerTraefik: {
 			ingress: map[string]string{"example.com/team": "shop"},

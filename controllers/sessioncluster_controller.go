@@ -30,6 +30,7 @@ const (
 	requeueStoreNotReady = 10 * time.Second
 	requeueStoreReady    = 60 * time.Second
 	requeueProblem       = 30 * time.Second
+	requeueSoon          = 2 * time.Second
 )
 
 // SessionClusterReconciler turns SessionClusters into their children and reports status.
@@ -163,6 +164,8 @@ func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, status
 
 func (r *SessionClusterReconciler) requeueAfter(p *pass) time.Duration {
 	switch {
+	case p.requeueSoon:
+		return requeueSoon
 	case p.problem != nil:
 		return requeueProblem
 	case !p.spec.HasStore():

@@ -584,3 +584,52 @@ func TestDeletedClusterLeavesChildrenToTheGarbageCollector(t *testing.T) {
 		}
 	}
 }
+
+// TestPersistenceChangeReplacesTheStatefulSet changes what a StatefulSet cannot change in
+// place (its claim templates): the operator replaces it around the running pods.
+func TestPersistenceChangeReplacesTheStatefulSet(t *testing.T) {
+	ns := namespace(t)
+	sc := storeCluster(ns)
+	sc.Spec.Store.Persistence = &sessionv1.PersistenceSpec{Size: resource.MustParse("1Gi")}
+	create(t, sc)
+	sts := waitChildren(t, ns, storeChildren())[7].(*appsv1.StatefulSet)
+	if err := get(t, ns, "shop", sc); err != nil {
+		t.Fatal(err)
+	}
+	sc.Spec.Store.Persistence.Size = resource.MustParse("2Gi")
+	if err := k8s.Update(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	// envtest runs no garbage collector: play its part and release the orphaning finalizer.
+	eventually(t, 20*time.Second, func() error {
+		old := &appsv1.StatefulSet{}
+		if err := get(t, ns, sts.Name, old); err != nil {
+			return err
+		}
+		if old.UID != sts.UID {
+			return nil
+		}
+		if old.DeletionTimestamp == nil {
+			return errors.New("old statefulset not deleted")
+		}
+		old.Finalizers = nil
+		return k8s.Update(context.Background(), old)
+	})
+	eventually(t, 20*time.Second, func() error {
+		cur := &appsv1.StatefulSet{}
+		if err := get(t, ns, sts.Name, cur); err != nil {
+			return err
+		}
+		if cur.UID == sts.UID {
+			return errors.New("not replaced yet")
+		}
+		if got := cur.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; got.String() != "2Gi" {
+			return fmt.Errorf("claim size %s", got.String())
+		}
+		return nil
+	})
+	waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionFalse, sessionv1.ReasonAsExpected)
+	if _, err := eventWith(t, ns, sessionv1.EventStatefulSetReplaced); err != nil {
+		t.Error(err)
+	}
+}

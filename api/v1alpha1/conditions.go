@@ -58,4 +58,8 @@ const (
 	EventInvalidSpec   = "InvalidSpec"
 	EventStoreRemoved  = "StoreRemoved"
 	EventClaimsDeleted = "ClaimsDeleted"
+	// EventStatefulSetReplaced: a store StatefulSet was recreated around its running pods.
+	EventStatefulSetReplaced = "StatefulSetReplaced"
+	// EventClaimNotExpanded: a store claim could not grow to spec.store.persistence.size.
+	EventClaimNotExpanded = "ClaimNotExpanded"
 )
