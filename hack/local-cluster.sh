@@ -86,9 +86,13 @@ kind_up() {
     kind create cluster --name "$KIND_NAME" --wait 180s --kubeconfig "$KUBECONFIG_OUT"
   fi
   kind export kubeconfig --name "$KIND_NAME" --kubeconfig "$KUBECONFIG_OUT" >/dev/null
-  go_tool imagetar ./hack/imagetar
-  build_redis_image
-  kind load image-archive "$IMAGES/session-redis.tar" --name "$KIND_NAME"
+  if [ -x /usr/bin/redis-check-rdb ] && [ -x /usr/bin/redis-cli ] && [ -x /bin/busybox ]; then
+    go_tool imagetar ./hack/imagetar
+    build_redis_image
+    kind load image-archive "$IMAGES/session-redis.tar" --name "$KIND_NAME"
+  else
+    log "not building $REDIS_IMAGE (needs Debian's redis-server, redis-tools and busybox-static); kind can pull public images"
+  fi
   log "kind cluster $KIND_NAME is up; export KUBECONFIG=$KUBECONFIG_OUT"
 }
 
@@ -129,8 +133,8 @@ install_packages() {
     apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${want[@]}" >/dev/null
   }
-  # Debian's packages start their services where an init system runs; this cluster runs
-  # its own containerd and no host redis.
+  # On a machine with an init system Debian also starts containerd and redis services;
+  # this cluster does not use them (its containerd has its own socket, root and state).
 }
 
 build_binaries() {
@@ -161,6 +165,7 @@ build_tools() {
 # go_tool NAME PKG: build a tool of this module into bin/tools when its sources changed.
 go_tool() {
   local name=$1 pkg=$2 out="$TOOLS/$1"
+  mkdir -p "$TOOLS"
   if [ -x "$out" ] && [ -z "$(find "$root/${pkg#./}" "$root/go.mod" "$root/go.sum" -newer "$out" -print -quit)" ]; then
     return
   fi
@@ -189,8 +194,9 @@ build_images() {
 # shared libraries, busybox as /bin/sh and friends, running as uid 999 ("redis").
 build_redis_image() {
   local out="$IMAGES/session-redis.tar"
+  mkdir -p "$IMAGES"
   local bins=(/usr/bin/redis-check-rdb /usr/bin/redis-cli /bin/busybox)
-  local b newest=0
+  local b
   for b in "${bins[@]}"; do [ -e "$b" ] || die "$b missing (apt-get install redis-server redis-sentinel busybox-static)"; done
   if [ -s "$out" ] && [ -z "$(find "${bins[@]}" "$0" -newer "$out" -print -quit)" ]; then return; fi
   local tmp; tmp=$(mktemp -d)
@@ -280,9 +286,11 @@ start() {
     exec "$@"' start "$f" "$bin" "${procs[@]}" -- "${enter[@]}" "$@" \
     >>"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
   local i
-  for i in $(seq 50); do [ -s "$f" ] && break; sleep 0.1; done
-  sleep 0.2
-  alive "$name" || die "$name did not start; see $LOGS/$name.log"
+  for i in $(seq 50); do
+    alive "$name" && return 0
+    sleep 0.1
+  done
+  die "$name did not start; see $LOGS/$name.log"
 }
 
 # stop NAME: TERM the recorded process group, then KILL it.
@@ -326,20 +334,29 @@ record_prestate() {
     done
     grep -q " /run/netns " /proc/self/mountinfo && echo "mounted /run/netns"
     ls -d /sys/fs/cgroup/*/k8s.io >/dev/null 2>&1 && echo "exists cgroup k8s.io"
-    echo "ip_forward $(cat /proc/sys/net/ipv4/ip_forward)"
   } >"$PRESTATE.tmp" || true
   mv "$PRESTATE.tmp" "$PRESTATE"
 }
 
-net_up() {
-  if [ -e "$NSPATH" ] && [ ! -f "$PIDS/net.done" ]; then
-    # left by a cluster whose processes were ended without `down` (or by another checkout)
-    local users; users=$(ip netns pids "$NETNS" 2>/dev/null | tr '\n' ' ')
-    [ -z "${users// /}" ] || die "network namespace $NETNS is in use by PIDs $users (another local cluster?); run its down first"
-    log "removing a stale network namespace $NETNS"
-    ip netns delete "$NETNS"
-    ip link del "$VETH_HOST" 2>/dev/null || true
+# clean_stale_net: remove a node namespace left by a cluster whose processes were ended
+# without `down` (say, by another checkout), before recording what the machine had.
+clean_stale_net() {
+  [ -e "$NSPATH" ] && [ ! -f "$PIDS/net.done" ] || return 0
+  local users; users=$(ip netns pids "$NETNS" 2>/dev/null | tr '\n' ' ')
+  [ -z "${users// /}" ] || die "network namespace $NETNS is in use by PIDs $users (another local cluster?); run its down first"
+  log "removing a stale network namespace $NETNS"
+  ip netns delete "$NETNS"
+  ip link del "$VETH_HOST" 2>/dev/null || true
+  if [ -z "$(ls -A /run/netns 2>/dev/null)" ] && [ ! -f "$PRESTATE" ]; then
+    local had_utab_dir=0
+    [ -e /run/mount ] && had_utab_dir=1
+    umount /run/netns 2>/dev/null || true
+    rmdir /run/netns 2>/dev/null || true
+    [ $had_utab_dir = 1 ] || rmdir /run/mount 2>/dev/null || true
   fi
+}
+
+net_up() {
   if [ ! -e "$NSPATH" ]; then
     ip netns add "$NETNS"
   fi
@@ -678,7 +695,6 @@ data:
             fallthrough in-addr.arpa ip6.arpa
             ttl 5
         }
-        cache 5
         reload
     }
 ---
@@ -760,6 +776,7 @@ local_up() {
   command -v go >/dev/null || die "go is not on PATH"
   build_binaries
   build_images
+  clean_stale_net
   record_prestate
   if [ ! -d "$PIDS" ]; then rm -rf "$LOGS"; fi
   mkdir -p "$S" "$PIDS" "$RUN" "$LOGS" "$CFG"
@@ -873,7 +890,7 @@ local_down() {
   unmount_under "$S"
   if [ -e "$NSPATH" ]; then ip netns delete "$NETNS" 2>/dev/null || true; fi
   ip link del "$VETH_HOST" 2>/dev/null || true
-  if ! prestate_has "mounted /run/netns" && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+  if [ -f "$PRESTATE" ] && ! prestate_has "mounted /run/netns" && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
     umount /run/netns 2>/dev/null || true
     prestate_has "exists /run/netns" || rmdir /run/netns 2>/dev/null || true
   fi
