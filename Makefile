@@ -71,3 +71,7 @@ install: manifests ## Install the CRD into the cluster in KUBECONFIG.
 KUBECTL ?= $(shell command -v $(BIN)/k8s/$(K8S_VERSION)/kubectl || command -v kubectl)
 
 -include hack/*.mk
+
+.PHONY: bench-scale
+bench-scale: envtest-assets ## A fleet of SessionClusters (SCALE_N, default 1000) on one manager; writes bin/results/scale.json.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -tags scale ./test/scale/ -run TestScale -count=1 -timeout 30m -v

@@ -1,0 +1,94 @@
+// Package manager assembles the operator: the controller-runtime manager with its
+// label-selected cache, the SessionCluster controller and its store observer. main.go
+// and the scale benchmark build the same manager through it.
+package manager
+
+import (
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+	"github.com/sessionops/session-operator/controllers"
+	"github.com/sessionops/session-operator/internal/render"
+	"github.com/sessionops/session-operator/internal/store"
+)
+
+// Scheme holds every kind the operator reads or writes.
+var Scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
+	utilruntime.Must(sessionv1.AddToScheme(Scheme))
+	utilruntime.Must(gatewayv1.Install(Scheme))
+}
+
+// Options are the operator's settings, one per command-line flag.
+type Options struct {
+	MetricsAddr, ProbeAddr, PprofAddr string
+	LeaderElect                       bool
+	MaxConcurrentReconciles           int
+	ObserveConcurrency                int
+	ObserveTimeout                    time.Duration
+	ClusterDomain                     string
+	Namespaces                        []string
+	// QPS and Burst bound the manager's own API requests.
+	QPS   float32
+	Burst int
+	// Observer asks the stores' Sentinels; nil uses the real one.
+	Observer store.Observer
+}
+
+// New builds the manager with the SessionCluster controller registered.
+func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	cfg = rest.CopyConfig(cfg)
+	if o.QPS > 0 {
+		cfg.QPS, cfg.Burst = o.QPS, o.Burst
+	}
+	// HTTPRoutes are cached and watched only when their CRD exists at start; installed
+	// later, they are still written (detected per pass) and found again on restart.
+	httpRoutes := controllers.GatewayAPIServed(cfg)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 Scheme,
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress: o.ProbeAddr,
+		PprofBindAddress:       o.PprofAddr,
+		LeaderElection:         o.LeaderElect,
+		LeaderElectionID:       "session-operator.session.sessionops.dev",
+		Cache:                  controllers.CacheOptions(o.Namespaces, httpRoutes),
+	})
+	if err != nil {
+		return nil, err
+	}
+	observer := o.Observer
+	if observer == nil {
+		observer = store.NewSentinelObserver(o.ObserveConcurrency, o.ObserveTimeout)
+	}
+	r := &controllers.SessionClusterReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Events:                  mgr.GetEventRecorder("session-operator"),
+		Observer:                observer,
+		Render:                  render.Options{ClusterDomain: o.ClusterDomain},
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		GatewayAPI:              (&controllers.GatewayDetector{Mapper: mgr.GetRESTMapper(), TTL: time.Minute}).Installed,
+		WatchHTTPRoutes:         httpRoutes,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
