@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -131,8 +132,9 @@ func (r *SessionClusterReconciler) storeRemoved(p *pass, sts *appsv1.StatefulSet
 			"Store %s removed; it kept sessions in memory only", sts.Name)
 		return
 	}
-	claims := make([]string, 0, *sts.Spec.Replicas)
-	for i := range int(*sts.Spec.Replicas) {
+	replicas := ptr.Deref(sts.Spec.Replicas, 1)
+	claims := make([]string, 0, replicas)
+	for i := range int(replicas) {
 		claims = append(claims, fmt.Sprintf("%s-%s-%d", sts.Spec.VolumeClaimTemplates[0].Name, sts.Name, i))
 	}
 	policy := sts.Spec.PersistentVolumeClaimRetentionPolicy

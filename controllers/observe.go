@@ -65,6 +65,9 @@ func (r *SessionClusterReconciler) labelRoles(ctx context.Context, p *pass, prim
 			continue
 		}
 		patch := client.MergeFrom(pod.DeepCopy())
+		if pod.Labels == nil {
+			pod.Labels = map[string]string{}
+		}
 		pod.Labels[render.LabelRole] = want
 		if err := r.Patch(ctx, pod, patch); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("labelling store pod %s %s: %w", pod.Name, want, err)

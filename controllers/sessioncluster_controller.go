@@ -14,7 +14,9 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
@@ -45,6 +47,8 @@ type SessionClusterReconciler struct {
 	MaxConcurrentReconciles int
 	// GatewayAPI reports whether the Gateway API CRDs are installed; nil means they are not.
 	GatewayAPI func() bool
+	// Waker, when set, wakes reconciles from outside the cluster (Sentinel announcements).
+	Waker *Waker
 	// WatchHTTPRoutes is set when the Gateway API was installed at start, so HTTPRoutes
 	// are watched like every other child.
 	WatchHTTPRoutes bool
@@ -79,6 +83,9 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := r.Get(ctx, req.NamespacedName, sc); err != nil {
 		if apierrors.IsNotFound(err) {
 			metrics.Forget(req.Namespace, req.Name)
+			if f, ok := r.Observer.(forgetter); ok {
+				f.Forget(req.NamespacedName)
+			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -214,6 +221,9 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	for _, k := range kinds {
 		b = b.Owns(k.obj)
+	}
+	if r.Waker != nil {
+		b = b.WatchesRawSource(source.Channel(r.Waker.ch, &handler.EnqueueRequestForObject{}))
 	}
 	return b.Complete(r)
 }

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -39,7 +40,7 @@ func (r *SessionClusterReconciler) replaceIfImmutableChanged(ctx context.Context
 	log.FromContext(ctx).Info("replaced statefulset to change immutable fields; its pods keep running", "statefulSet", have.Name)
 	r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventStatefulSetReplaced, "Apply",
 		"StatefulSet %s replaced (pods kept running) to change its volume claim templates or service", have.Name)
-	if err := r.expandClaims(ctx, p, want, *have.Spec.Replicas); err != nil {
+	if err := r.expandClaims(ctx, p, want, ptr.Deref(have.Spec.Replicas, 1)); err != nil {
 		return true, err
 	}
 	return true, nil

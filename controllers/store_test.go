@@ -462,10 +462,20 @@ func TestStatusFollowsTheStoreAndRecordsFailover(t *testing.T) {
 		t.Errorf("failovers metric %v, want %v", got, failovers+1)
 	}
 
+	// A Sentinel announcement wakes the controller without any Kubernetes event.
+	observer.Set(key, store.Observation{PrimaryHost: host(2), SentinelsReachable: 3, Keys: 42})
+	waker.Wake(key)
+	eventually(t, 10*time.Second, func() error {
+		if _, sc = condition(t, ns, "shop", sessionv1.ConditionReady); sc.Status.Store.Primary != "shop-store-2" {
+			return fmt.Errorf("primary %s after a wake-up", sc.Status.Store.Primary)
+		}
+		return nil
+	})
+
 	observer.Fail(key, errors.New("dial tcp: connection refused"))
 	poke(t, ns, "shop")
 	sc = waitCondition(t, ns, "shop", sessionv1.ConditionStoreReady, metav1.ConditionFalse, sessionv1.ReasonSentinelUnreachable)
-	if sc.Status.Store.Primary != "shop-store-1" {
+	if sc.Status.Store.Primary != "shop-store-2" {
 		t.Errorf("an unreachable Sentinel must not erase the last known primary: %+v", sc.Status.Store)
 	}
 }

@@ -37,6 +37,7 @@ var (
 	observer = store.NewStatic()
 	// managerWrites counts the manager's own write requests, not the tests'.
 	managerWrites = &testenv.Counter{}
+	waker         = NewWaker(16)
 	scheme        = runtime.NewScheme()
 	nsCounter     atomic.Int64
 )
@@ -82,6 +83,7 @@ func runSuite(m *testing.M) int {
 		MaxConcurrentReconciles: 4,
 		// No TTL: the Gateway API test installs the CRDs mid-run.
 		GatewayAPI: (&GatewayDetector{Mapper: mgr.GetRESTMapper()}).Installed,
+		Waker:      waker,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
