@@ -5,23 +5,67 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"k8s.io/apimachinery/pkg/types"
 )
 
-// SentinelObserver asks Sentinels over the network. Clients are kept per Sentinel address
-// and reused across passes; at most Concurrency stores are asked at once, so a thousand
-// SessionClusters cannot open a thousand connections in one burst.
+// DefaultClientName names every connection the observer opens (CLIENT SETNAME), so that
+// CLIENT LIST on a Sentinel or a server tells them apart from the apps'.
+const DefaultClientName = "session-operator"
+
+// The Sentinel event channels the observer follows.
+const (
+	chSwitchMaster = "+switch-master"
+	chSdown        = "+sdown"
+	chSdownClear   = "-sdown"
+	chOdown        = "+odown"
+	chTryFailover  = "+try-failover"
+)
+
+// watchIdle is how long a subscription may stay silent before it is pinged.
+const watchIdle = 15 * time.Second
+
+// staleEpisode bounds how long before a switch its +sdown or +try-failover may be.
+const staleEpisode = 10 * time.Minute
+
+// SentinelObserver asks a store's Sentinels over the network, and follows what they
+// announce.
+//
+// Polling: Observe asks every Sentinel of the store for the primary (at once, each
+// bounded by Timeout) and reports the answer most of them give; a tie goes to the
+// primary reported last time, else to the smallest address, so the same answers always
+// give the same primary. It also samples the primary's DBSIZE.
+//
+// Events: the first Observe of a store starts one watcher, a subscription on one of its
+// Sentinels (the next one when that fails) to +sdown, -sdown, +odown, +try-failover and
+// +switch-master for the store's master. A +switch-master becomes Observation.LastSwitch
+// and calls Notify, so a controller can reconcile at once instead of at its next resync.
+//
+// At most Concurrency stores are asked at once, so a thousand SessionClusters cannot open
+// a thousand connections in one burst. Each store holds one connection per Sentinel, one
+// to its primary and one subscription, until Forget or Close.
 type SentinelObserver struct {
 	// Timeout bounds one question to one server.
 	Timeout time.Duration
+	// Notify, when set, is called with the store's SessionCluster whenever one of its
+	// Sentinels announces +switch-master. It runs on the store's watcher goroutine and
+	// must not block (a non-blocking send on a buffered channel, a workqueue Add).
+	Notify func(types.NamespacedName)
+	// ClientName is sent as CLIENT SETNAME on every connection; DefaultClientName if empty.
+	ClientName string
 
 	sem chan struct{}
+	now func() time.Time
 
-	mu      sync.Mutex
-	clients map[string]*redis.SentinelClient
+	mu     sync.Mutex
+	stores map[types.NamespacedName]*storeState
+	closed bool
 }
 
 // NewSentinelObserver returns an observer asking at most concurrency stores at once.
@@ -29,8 +73,40 @@ func NewSentinelObserver(concurrency int, timeout time.Duration) *SentinelObserv
 	return &SentinelObserver{
 		Timeout: timeout,
 		sem:     make(chan struct{}, max(1, concurrency)),
-		clients: map[string]*redis.SentinelClient{},
+		now:     time.Now,
+		stores:  map[types.NamespacedName]*storeState{},
 	}
+}
+
+// storeState is what the observer keeps for one store.
+type storeState struct {
+	key    types.NamespacedName
+	master string
+	fp     string // fingerprint of the target: a change starts over
+
+	sentinels []string
+	clients   map[string]*redis.SentinelClient
+
+	primaryAddr   string
+	primaryClient *redis.Client
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// Guarded by mu: written by the watcher, read by Observe.
+	mu            sync.Mutex
+	ps            *redis.PubSub
+	watching      string // the Sentinel the watcher is subscribed to
+	downAfter     time.Duration
+	downSince     map[string]time.Time // primary host -> first +sdown (or +odown) seen
+	failoverStart map[string]time.Time // primary host -> first +try-failover seen
+	last          *Switch
+	lastInferred  bool
+	lastPrimary   string
+}
+
+func fingerprint(t Target) string {
+	return t.MasterName + "\x00" + strings.Join(t.Sentinels, ",") + "\x00" + t.Password
 }
 
 // Observe asks every Sentinel of t for the primary; the answer most Sentinels give wins.
@@ -41,68 +117,438 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 	case <-ctx.Done():
 		return Observation{Keys: -1}, ctx.Err()
 	}
+	st, err := o.state(t)
+	if err != nil {
+		return Observation{Keys: -1}, err
+	}
 	obs := Observation{Keys: -1}
+
+	type answer struct {
+		addr string // primary host:port, empty when the Sentinel knows none
+		err  error
+	}
+	answers := make([]answer, len(st.sentinels))
+	var wg sync.WaitGroup
+	for i, addr := range st.sentinels {
+		wg.Add(1)
+		go func(i int, c *redis.SentinelClient) {
+			defer wg.Done()
+			qctx, cancel := context.WithTimeout(ctx, o.timeout())
+			defer cancel()
+			res, err := c.GetMasterAddrByName(qctx, t.MasterName).Result()
+			switch {
+			case errors.Is(err, redis.Nil):
+				answers[i] = answer{}
+			case err != nil:
+				answers[i] = answer{err: err}
+			case len(res) == 2:
+				answers[i] = answer{addr: net.JoinHostPort(res[0], res[1])}
+			}
+		}(i, st.clients[addr])
+	}
+	wg.Wait()
+
 	votes := map[string]int{}
 	var errs []error
-	for _, addr := range t.Sentinels {
-		c := o.client(addr, t.Password)
-		qctx, cancel := context.WithTimeout(ctx, o.Timeout)
-		res, err := c.GetMasterAddrByName(qctx, t.MasterName).Result()
-		cancel()
-		if err != nil {
-			if !errors.Is(err, redis.Nil) {
-				errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-				continue
-			}
-			obs.SentinelsReachable++
+	for i, a := range answers {
+		if a.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", st.sentinels[i], a.err))
 			continue
 		}
 		obs.SentinelsReachable++
-		if len(res) == 2 {
-			votes[net.JoinHostPort(res[0], res[1])]++
+		if a.addr != "" {
+			votes[a.addr]++
 		}
 	}
-	best := 0
-	for addr, n := range votes {
-		if n > best {
-			best = n
-			host, _, _ := net.SplitHostPort(addr)
-			obs.PrimaryHost = host
-		}
+
+	st.mu.Lock()
+	prev := st.lastPrimary
+	st.mu.Unlock()
+	primaryAddr := pickPrimary(votes, prev)
+	if primaryAddr != "" {
+		host, _, _ := net.SplitHostPort(primaryAddr)
+		obs.PrimaryHost = host
+		obs.Keys = o.dbsize(ctx, st, primaryAddr, t.Password)
 	}
+
+	st.mu.Lock()
+	if obs.PrimaryHost != "" {
+		if st.lastPrimary != "" && st.lastPrimary != obs.PrimaryHost &&
+			(st.last == nil || st.last.From != st.lastPrimary || st.last.To != obs.PrimaryHost) {
+			// The primary changed and no event said so (the subscription was down at the
+			// time): record the switch as seen now, its start unknown.
+			st.last = &Switch{From: st.lastPrimary, To: obs.PrimaryHost, At: o.clock()}
+			st.lastInferred = true
+		}
+		st.lastPrimary = obs.PrimaryHost
+	}
+	if st.last != nil {
+		s := *st.last
+		obs.LastSwitch = &s
+	}
+	st.mu.Unlock()
+
 	if obs.SentinelsReachable == 0 && len(errs) > 0 {
 		return obs, errors.Join(errs...)
 	}
 	return obs, nil
 }
 
-func (o *SentinelObserver) client(addr, password string) *redis.SentinelClient {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	key := addr + "\x00" + password
-	if c, ok := o.clients[key]; ok {
-		return c
+// pickPrimary is the address most Sentinels named; a tie goes to prev (the primary
+// reported last time) when it is among the tied, else to the smallest address.
+func pickPrimary(votes map[string]int, prevHost string) string {
+	best, bestN := "", 0
+	addrs := make([]string, 0, len(votes))
+	for a := range votes {
+		addrs = append(addrs, a)
 	}
-	c := redis.NewSentinelClient(&redis.Options{
-		Addr:         addr,
-		Password:     password,
-		DialTimeout:  o.Timeout,
-		ReadTimeout:  o.Timeout,
-		WriteTimeout: o.Timeout,
-		PoolSize:     1,
-		MaxRetries:   -1,
-	})
-	o.clients[key] = c
-	return c
+	sort.Strings(addrs)
+	for _, a := range addrs {
+		n := votes[a]
+		switch {
+		case n > bestN:
+			best, bestN = a, n
+		case n == bestN && prevHost != "" && hostOf(a) == prevHost && hostOf(best) != prevHost:
+			best = a
+		}
+	}
+	return best
 }
 
-// Close releases every connection.
-func (o *SentinelObserver) Close() error {
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h
+}
+
+// dbsize samples the primary's key count; -1 when it cannot.
+func (o *SentinelObserver) dbsize(ctx context.Context, st *storeState, addr, password string) int64 {
+	o.mu.Lock()
+	if o.stores[st.key] != st { // forgotten meanwhile: open nothing new
+		o.mu.Unlock()
+		return -1
+	}
+	if st.primaryAddr != addr || st.primaryClient == nil {
+		if st.primaryClient != nil {
+			_ = st.primaryClient.Close()
+		}
+		st.primaryAddr = addr
+		st.primaryClient = redis.NewClient(o.options(addr, password))
+	}
+	c := st.primaryClient
+	o.mu.Unlock()
+	qctx, cancel := context.WithTimeout(ctx, o.timeout())
+	defer cancel()
+	n, err := c.DBSize(qctx).Result()
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func (o *SentinelObserver) options(addr, password string) *redis.Options {
+	name := o.ClientName
+	if name == "" {
+		name = DefaultClientName
+	}
+	return &redis.Options{
+		Addr:        addr,
+		Password:    password,
+		ClientName:  name,
+		Protocol:    2,
+		DialTimeout: o.timeout(),
+		// One dial per question: Observe is bounded by Timeout and asked again later.
+		DialerRetries: 1,
+		ReadTimeout:   o.timeout(),
+		WriteTimeout:  o.timeout(),
+		PoolSize:      1,
+		MaxRetries:    -1,
+	}
+}
+
+// state returns the store's state, made anew (and its watcher started) on first sight
+// or when the target changed.
+func (o *SentinelObserver) state(t Target) (*storeState, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for k, c := range o.clients {
+	if o.closed {
+		return nil, errors.New("sentinel observer closed")
+	}
+	fp := fingerprint(t)
+	if st, ok := o.stores[t.Cluster]; ok {
+		if st.fp == fp {
+			return st, nil
+		}
+		o.dropLocked(st)
+	}
+	st := &storeState{
+		key: t.Cluster, master: t.MasterName, fp: fp,
+		sentinels:     append([]string(nil), t.Sentinels...),
+		clients:       map[string]*redis.SentinelClient{},
+		downSince:     map[string]time.Time{},
+		failoverStart: map[string]time.Time{},
+		done:          make(chan struct{}),
+	}
+	for _, addr := range st.sentinels {
+		if _, ok := st.clients[addr]; !ok {
+			st.clients[addr] = redis.NewSentinelClient(o.options(addr, t.Password))
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st.cancel = cancel
+	o.stores[t.Cluster] = st
+	if len(st.sentinels) == 0 {
+		close(st.done)
+		return st, nil
+	}
+	go o.watch(ctx, st)
+	return st, nil
+}
+
+// Forget drops the clients and the subscription of a deleted SessionCluster's store and
+// waits for its watcher to end.
+func (o *SentinelObserver) Forget(cluster types.NamespacedName) {
+	o.mu.Lock()
+	st, ok := o.stores[cluster]
+	if ok {
+		o.dropLocked(st)
+	}
+	o.mu.Unlock()
+	if ok {
+		<-st.done
+	}
+}
+
+// dropLocked stops a store's watcher and closes its connections; o.mu is held.
+func (o *SentinelObserver) dropLocked(st *storeState) {
+	delete(o.stores, st.key)
+	st.cancel()
+	st.mu.Lock()
+	if st.ps != nil {
+		_ = st.ps.Close() // wakes the watcher from its read
+	}
+	st.mu.Unlock()
+	for _, c := range st.clients {
 		_ = c.Close()
-		delete(o.clients, k)
+	}
+	if st.primaryClient != nil {
+		_ = st.primaryClient.Close()
+		st.primaryClient = nil
+	}
+}
+
+// Close releases every connection and ends every watcher.
+func (o *SentinelObserver) Close() error {
+	o.mu.Lock()
+	o.closed = true
+	var done []chan struct{}
+	for _, st := range o.stores {
+		o.dropLocked(st)
+		done = append(done, st.done)
+	}
+	o.mu.Unlock()
+	for _, d := range done {
+		<-d
 	}
 	return nil
+}
+
+// watch keeps one subscription open on one of the store's Sentinels, moving to the next
+// one when it fails, until the store is forgotten.
+func (o *SentinelObserver) watch(ctx context.Context, st *storeState) {
+	defer close(st.done)
+	backoff := 100 * time.Millisecond
+	for i := 0; ctx.Err() == nil; i++ {
+		addr := st.sentinels[i%len(st.sentinels)]
+		subscribed, _ := o.watchOne(ctx, st, addr)
+		if subscribed {
+			backoff = 100 * time.Millisecond
+		} else if i%len(st.sentinels) == len(st.sentinels)-1 {
+			backoff = min(2*backoff, 5*time.Second) // every Sentinel failed: slow down
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// watchOne follows one Sentinel until its connection fails or ctx ends.
+func (o *SentinelObserver) watchOne(ctx context.Context, st *storeState, addr string) (subscribed bool, err error) {
+	o.mu.Lock()
+	c, ok := st.clients[addr]
+	o.mu.Unlock()
+	if !ok || ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	ps := c.Subscribe(ctx)
+	st.mu.Lock()
+	if ctx.Err() != nil { // dropped meanwhile: dropLocked did not see this subscription
+		st.mu.Unlock()
+		_ = ps.Close()
+		return false, ctx.Err()
+	}
+	st.ps = ps
+	st.mu.Unlock()
+	defer func() {
+		st.mu.Lock()
+		st.ps, st.watching = nil, ""
+		st.mu.Unlock()
+		_ = ps.Close()
+	}()
+	sctx, cancel := context.WithTimeout(ctx, o.timeout())
+	err = ps.Subscribe(sctx, chSwitchMaster, chSdown, chSdownClear, chOdown, chTryFailover)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	// Wait for the confirmation, so that a dead Sentinel counts as a failure here.
+	if _, err := ps.ReceiveTimeout(ctx, o.timeout()); err != nil {
+		return false, err
+	}
+	st.mu.Lock()
+	st.watching = addr
+	st.mu.Unlock()
+	// down-after is part of a switch's duration: learn it from the Sentinel itself.
+	qctx, qcancel := context.WithTimeout(ctx, o.timeout())
+	if m, err := c.Master(qctx, st.master).Result(); err == nil {
+		if ms, err := strconv.ParseInt(m["down-after-milliseconds"], 10, 64); err == nil {
+			st.mu.Lock()
+			st.downAfter = time.Duration(ms) * time.Millisecond
+			st.mu.Unlock()
+		}
+	}
+	qcancel()
+	// A silent subscription is pinged; one that does not answer the ping in Timeout is
+	// dead (a peer that vanished without a reset would otherwise hold it for minutes).
+	pinged := false
+	for ctx.Err() == nil {
+		wait := watchIdle
+		if pinged {
+			wait = o.timeout()
+		}
+		msg, err := ps.ReceiveTimeout(ctx, wait)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil && !pinged {
+				pctx, pcancel := context.WithTimeout(ctx, o.timeout())
+				err = ps.Ping(pctx)
+				pcancel()
+				if err == nil {
+					pinged = true
+					continue
+				}
+			}
+			return true, err
+		}
+		pinged = false
+		if m, ok := msg.(*redis.Message); ok {
+			o.handle(st, m.Channel, m.Payload)
+		}
+	}
+	return true, ctx.Err()
+}
+
+// handle applies one Sentinel event to the store's state.
+func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
+	now := o.clock()
+	f := strings.Fields(payload)
+	switch channel {
+	case chSwitchMaster:
+		// <master name> <old host> <old port> <new host> <new port>
+		if len(f) < 5 || f[0] != st.master {
+			return
+		}
+		from, to := f[1], f[3]
+		st.mu.Lock()
+		down, start := st.downSince[from], st.failoverStart[from]
+		// An episode older than a few failover attempts did not lead to this switch (a
+		// failover that never finished, then much later another one).
+		if now.Sub(down) > staleEpisode {
+			down = time.Time{}
+		}
+		if now.Sub(start) > staleEpisode {
+			start = time.Time{}
+		}
+		s := &Switch{From: from, To: to, At: now, Duration: switchDuration(now, down, start, st.downAfter)}
+		st.last, st.lastInferred = s, false
+		delete(st.downSince, from)
+		delete(st.failoverStart, from)
+		st.mu.Unlock()
+		if o.Notify != nil {
+			o.Notify(st.key)
+		}
+	case chSdown, chOdown, chTryFailover, chSdownClear:
+		// master <master name> <host> <port> [...]
+		if len(f) < 4 || f[0] != "master" || f[1] != st.master {
+			return
+		}
+		host := f[2]
+		st.mu.Lock()
+		switch channel {
+		case chSdown, chOdown:
+			if _, ok := st.downSince[host]; !ok {
+				st.downSince[host] = now
+			}
+		case chTryFailover:
+			if _, ok := st.failoverStart[host]; !ok {
+				st.failoverStart[host] = now
+			}
+		case chSdownClear:
+			// The primary answered again. Before any failover that ends the episode; once
+			// a failover started it goes on (the old primary restarting as a replica
+			// answers too), and the switch is measured from the first +sdown.
+			if _, failing := st.failoverStart[host]; !failing {
+				delete(st.downSince, host)
+			}
+		}
+		st.mu.Unlock()
+	}
+}
+
+func (o *SentinelObserver) timeout() time.Duration {
+	if o.Timeout > 0 {
+		return o.Timeout
+	}
+	return 2 * time.Second
+}
+
+func (o *SentinelObserver) clock() time.Time {
+	if o.now != nil {
+		return o.now()
+	}
+	return time.Now()
+}
+
+// switchDuration is how long a failover took, from when the old primary was last seen
+// healthy to the switch. A Sentinel calls a primary down (+sdown) down-after after its
+// last good reply, so that moment is the first +sdown minus down-after, and the duration
+// is switch - first +sdown + down-after. A failover nobody saw as a failure (SENTINEL
+// FAILOVER, e.g. a pod handing over or a restarted primary asking for it) is measured
+// from +try-failover. Zero when neither was seen (the subscription started mid-way).
+func switchDuration(at, downSince, failoverStart time.Time, downAfter time.Duration) time.Duration {
+	switch {
+	case !downSince.IsZero():
+		return at.Sub(downSince) + downAfter
+	case !failoverStart.IsZero():
+		return at.Sub(failoverStart)
+	default:
+		return 0
+	}
+}
+
+// Watching reports the Sentinel the store's watcher is subscribed to, empty when none;
+// for tests and diagnostics.
+func (o *SentinelObserver) Watching(cluster types.NamespacedName) string {
+	o.mu.Lock()
+	st, ok := o.stores[cluster]
+	o.mu.Unlock()
+	if !ok {
+		return ""
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.watching
 }

@@ -32,16 +32,26 @@ rcli() {
 # info_field TEXT FIELD: the value of FIELD in INFO output.
 info_field() { printf '%s\n' "$1" | tr -d '\r' | sed -n "s/^$2://p" | head -n 1; }
 
-# sentinel_master: the primary's host name as the first Sentinel that knows one says.
-sentinel_master() {
+# sentinel_masters: the primary's host name as each reachable Sentinel names it, one line
+# per Sentinel that knows one.
+sentinel_masters() {
   for _s in $SENTINEL_HOSTS; do
     _m=$(rcli "$_s" "$SENTINEL_PORT" SENTINEL get-master-addr-by-name "$MASTER_NAME" | head -n 1 | tr -d '\r')
-    if [ -n "$_m" ]; then
-      echo "$_m"
-      return 0
-    fi
+    [ -n "$_m" ] && echo "$_m"
   done
-  return 1
+  return 0
+}
+
+# sentinel_master: the primary the Sentinels name; fails when none knows one. Every
+# Sentinel is asked, not just the first: while a failover is being announced they
+# disagree, and then a host other than MY_HOST wins (the most named, then the first by
+# name). So a restarting server never takes itself for the primary while any Sentinel
+# already names another one.
+sentinel_master() {
+  _all=$(sentinel_masters)
+  [ -n "$_all" ] || return 1
+  _other=$(printf '%s\n' "$_all" | grep -vxF "${MY_HOST:-}" | sort | uniq -c | sort -k1,1nr -k2,2 | head -n 1 | awk '{print $2}')
+  if [ -n "$_other" ]; then echo "$_other"; else printf '%s\n' "$_all" | head -n 1; fi
 }
 
 # peer_master: a primary named by the Redis servers themselves, for when no Sentinel knows

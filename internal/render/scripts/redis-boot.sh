@@ -2,8 +2,14 @@
 # Boots one Redis server of a session store. The rules, in order:
 #   1. Whoever the Sentinels name as primary is followed; failing that, whoever the
 #      other servers follow.
-#   2. A server named primary that restarted while others hold its data asks the
-#      Sentinels to fail over and waits: it never comes back as an empty primary.
+#   2. A server named primary that restarted while others hold its data does not start:
+#      it waits until the Sentinels, finding it down, promote a replica, then follows
+#      that one. It never comes back as an empty primary. It does not force the
+#      failover (SENTINEL FAILOVER): a forced failover skips the Sentinels' election, so
+#      when more than one Sentinel fails over at once (several asked, or one asked while
+#      another starts its own after down-after) two replicas get promoted; the data-path
+#      harness saw that end in two primaries, then a replication loop. Waiting costs
+#      down-after plus the failover, the same as a crash.
 #   3. Only when nobody knows a primary (the very first start) does the first server
 #      elect itself; the others wait for it.
 set -eu
@@ -14,23 +20,22 @@ FIRST_HOST=${STORE_HOSTS%% *}
 : "${BIND_ADDRESS:=* -::*}"
 
 decide_master() {
+  n=0
   while :; do
     if m=$(sentinel_master); then
       if [ "$m" != "$MY_HOST" ]; then echo "$m"; return; fi
       if ! peers_hold_data; then echo "$MY_HOST"; return; fi
-      log "sentinels name this server primary but replicas hold its data: asking for a failover"
-      for s in $SENTINEL_HOSTS; do
-        rcli "$s" "$SENTINEL_PORT" SENTINEL FAILOVER "$MASTER_NAME" >/dev/null || true
-      done
+      [ $((n % 10)) -eq 0 ] && log "the sentinels name this server primary but replicas hold its data: waiting for them to promote one"
     elif m=$(peer_master); then
       echo "$m"; return
     elif [ "$MY_HOST" = "$FIRST_HOST" ]; then
       log "no sentinel or server knows a primary: first start, electing $MY_HOST"
       echo "$MY_HOST"; return
     else
-      log "waiting for $FIRST_HOST to become the first primary"
+      [ $((n % 10)) -eq 0 ] && log "waiting for $FIRST_HOST to become the first primary"
     fi
-    sleep 2
+    n=$((n + 1))
+    sleep 1
   done
 }
 

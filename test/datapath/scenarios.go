@@ -1,0 +1,276 @@
+//go:build datapath
+
+package datapath
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/sessionops/session-operator/internal/store"
+)
+
+var execCommand = exec.Command
+
+// killPrimary SIGKILLs the primary the observer names, under the running writers, and
+// restarts it with its boot command (as the kubelet would) at the moment kind says; then
+// waits for it to rejoin as a replica and for the observer's record of the failover.
+func (c *cluster) killPrimary(t *testing.T, obs *store.SentinelObserver, target store.Target, l *ledger,
+	notified chan types.NamespacedName, scenario, kind string) killResult {
+	t.Helper()
+	ctx := context.Background()
+	kr := killResult{Scenario: scenario, Kind: kind}
+	o, err := obs.Observe(ctx, target)
+	if err != nil || o.PrimaryHost == "" {
+		t.Fatalf("observer names no primary: %+v %v", o, err)
+	}
+	primary := o.PrimaryHost
+	if sp, err := c.sentinelsPrimary(); err != nil || sp != primary {
+		t.Fatalf("observer names %s, the Sentinels %s (%v)", primary, sp, err)
+	}
+	if err := c.waitSettled(primary, 60*time.Second); err != nil {
+		c.dumpLogs()
+		t.Fatal(err)
+	}
+	// Writes are flowing.
+	if err := waitFor(10*time.Second, func() bool {
+		return time.Since(l.lastOKBefore(time.Now())) < 500*time.Millisecond
+	}); err != nil {
+		t.Fatalf("no successful write before the kill: %v", err)
+	}
+	p := c.redisPod(primary)
+	for len(notified) > 0 {
+		<-notified
+	}
+	kr.Killed = p.name
+	killAt := time.Now()
+	kr.KilledAt = killAt.UTC()
+	p.proc.kill(syscall.SIGKILL)
+
+	restarted := false
+	restart := func(wipe bool) {
+		if wipe {
+			c.wipe(p)
+		}
+		c.start(p)
+		restarted = true
+		kr.RestartedAfterSeconds = time.Since(killAt).Seconds()
+	}
+	switch kind {
+	case "restart-at-once":
+		restart(false)
+	case "restart-at-once-new-pod":
+		restart(true)
+	}
+	var sawNew, firstOK time.Time
+	var newPrimary string
+	deadline := killAt.Add(60 * time.Second)
+	for {
+		if kind == "restart-after-down-after" && !restarted && time.Since(killAt) >= c.downAfter+500*time.Millisecond {
+			restart(false)
+		}
+		if sawNew.IsZero() {
+			if o, err := obs.Observe(ctx, target); err == nil && o.PrimaryHost != "" && o.PrimaryHost != primary {
+				sawNew, newPrimary = time.Now(), o.PrimaryHost
+				if kind == "failover-then-restart" {
+					restart(false)
+				}
+			}
+		}
+		if firstOK.IsZero() {
+			if t1, ok := l.firstOKAfter(killAt); ok {
+				firstOK = t1
+			}
+		}
+		if !sawNew.IsZero() && !firstOK.IsZero() && restarted {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.dumpLogs()
+			t.Fatalf("kill of %s (%s): new primary seen %v, successful write %v, within 60s", p.name, kind, !sawNew.IsZero(), !firstOK.IsZero())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	kr.NewPrimary = shortHost(newPrimary)
+	kr.ObserverSawNewPrimary = sawNew.Sub(killAt).Seconds()
+	kr.WriteGapSeconds = firstOK.Sub(killAt).Seconds()
+	kr.OutageSeconds = firstOK.Sub(l.lastOKBefore(killAt)).Seconds()
+	kr.FailedWrites = l.failedBetween(killAt, firstOK)
+
+	// The old primary rejoins.
+	if err := c.waitReady(90*time.Second, p); err != nil {
+		c.dumpLogs()
+		t.Fatalf("%s after restart: %v", p.name, err)
+	}
+	if err := c.waitSettled(newPrimary, 60*time.Second); err != nil {
+		c.dumpLogs()
+		t.Fatal(err)
+	}
+	if i, err := c.info(p, "replication"); err == nil && i["role"] == "slave" {
+		kr.RejoinedAsReplicaOf = shortHost(i["master_host"])
+	}
+	for _, line := range strings.Split(p.currentLog(), "\n") {
+		if i := strings.Index(line, "starting as "); i >= 0 {
+			kr.BootDecision = line[i:]
+		}
+	}
+	kr.CameBackEmptyPrimary = strings.Contains(p.currentLog(), "starting as primary")
+
+	// The observer's record of the failover.
+	var sw *store.Switch
+	_ = waitFor(10*time.Second, func() bool {
+		o, err := obs.Observe(ctx, target)
+		if err == nil && o.LastSwitch != nil && o.LastSwitch.From == primary && !o.LastSwitch.At.Before(killAt) {
+			sw = o.LastSwitch
+			return true
+		}
+		return false
+	})
+	if sw != nil {
+		kr.Failover = &failoverResult{From: sw.From, To: sw.To, At: sw.At.UTC(), DurationSeconds: sw.Duration.Seconds(),
+			KillToSwitchSeconds: sw.At.Sub(killAt).Seconds()}
+		select {
+		case k := <-notified:
+			kr.Failover.Notified = k == target.Cluster
+		case <-time.After(time.Second):
+		}
+	}
+	return kr
+}
+
+// checkKill turns one kill's record into failures.
+func (r *results) checkKill(kr killResult) {
+	switch {
+	case kr.Failover == nil:
+		r.fail("kill of %s: the observer recorded no failover", kr.Killed)
+	case shortHost(kr.Failover.From) != kr.Killed || shortHost(kr.Failover.To) != kr.NewPrimary:
+		r.fail("kill of %s: the observer recorded %s -> %s, the Sentinels promoted %s", kr.Killed, kr.Failover.From, kr.Failover.To, kr.NewPrimary)
+	case kr.Failover.DurationSeconds <= 0:
+		r.fail("kill of %s: the observer measured no failover duration", kr.Killed)
+	case !kr.Failover.Notified:
+		r.fail("kill of %s: the observer's Notify did not fire", kr.Killed)
+	}
+	if kr.CameBackEmptyPrimary {
+		r.fail("kill of %s (%s): it came back as a primary", kr.Killed, kr.Kind)
+	}
+	if kr.RejoinedAsReplicaOf != kr.NewPrimary {
+		r.fail("kill of %s: rejoined as replica of %q, want %s", kr.Killed, kr.RejoinedAsReplicaOf, kr.NewPrimary)
+	}
+}
+
+// restartWatchedSentinel kills the Sentinel the observer is subscribed to, checks that
+// the observer moves to another, and restarts it with its boot command.
+func (c *cluster) restartWatchedSentinel(t *testing.T, obs *store.SentinelObserver, key types.NamespacedName, primary string) *sentinelRestart {
+	t.Helper()
+	watched := obs.Watching(key)
+	host, _, _ := net.SplitHostPort(watched)
+	var s *pod
+	for _, p := range c.sentinels {
+		if p.host == host {
+			s = p
+		}
+	}
+	if s == nil {
+		t.Fatalf("observer watches %q, not a Sentinel of the store", watched)
+	}
+	sr := &sentinelRestart{Killed: s.name}
+	at := time.Now()
+	s.proc.kill(syscall.SIGKILL)
+	if err := waitFor(15*time.Second, func() bool { w := obs.Watching(key); return w != "" && w != watched }); err != nil {
+		t.Fatalf("observer did not move off the dead Sentinel %s: %v", s.name, err)
+	}
+	sr.WatcherMovedTo = shortHost(obs.Watching(key))
+	sr.WatcherMoveSeconds = time.Since(at).Seconds()
+	at = time.Now()
+	c.start(s)
+	if err := c.waitReady(60*time.Second, s); err != nil {
+		c.dumpLogs()
+		t.Fatalf("restarted sentinel: %v", err)
+	}
+	sr.ReadySeconds = time.Since(at).Seconds()
+	if err := c.waitSettled(primary, 60*time.Second); err != nil {
+		c.dumpLogs()
+		t.Fatalf("after the sentinel restart: %v", err)
+	}
+	t.Logf("sentinel %s killed: observer moved to %s in %.2fs; restarted, ready in %.1fs",
+		s.name, sr.WatcherMovedTo, sr.WatcherMoveSeconds, sr.ReadySeconds)
+	return sr
+}
+
+// observerConnections counts connections named by the observer on every server and
+// Sentinel.
+func (c *cluster) observerConnections() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	n := 0
+	for _, p := range c.redis {
+		r := c.redisClient(p)
+		if list, err := r.ClientList(ctx).Result(); err == nil {
+			n += clientsNamed(list, store.DefaultClientName)
+		}
+		r.Close()
+	}
+	for _, p := range c.sentinels {
+		s := c.sentinelClient(p)
+		cmd := redis.NewStringCmd(ctx, "CLIENT", "LIST")
+		if err := s.Process(ctx, cmd); err == nil {
+			n += clientsNamed(cmd.Val(), store.DefaultClientName)
+		}
+		s.Close()
+	}
+	return n
+}
+
+// observerGoroutines counts goroutines running the observer's or go-redis's code.
+func observerGoroutines() int {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("session-operator/internal/store.")) || bytes.Contains(g, []byte("github.com/redis/go-redis/")) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkObserverLeaks: Forget, and later Close, leave no connection and no goroutine.
+func (c *cluster) checkObserverLeaks(t *testing.T, obs *store.SentinelObserver, target store.Target, res *results) {
+	or := &res.Observer
+	or.ConnectionsWhileUsed = c.observerConnections()
+	or.GoroutinesBefore = observerGoroutines()
+	if or.ConnectionsWhileUsed == 0 {
+		res.fail("observer: no connection named %s seen while in use; the leak check proves nothing", store.DefaultClientName)
+	}
+	obs.Forget(target.Cluster)
+	_ = waitFor(5*time.Second, func() bool { return c.observerConnections() == 0 && observerGoroutines() == 0 })
+	or.ConnectionsAfterForget = c.observerConnections()
+	or.GoroutinesAfterForget = observerGoroutines()
+	if obs.Watching(target.Cluster) != "" {
+		res.fail("observer: still watching after Forget")
+	}
+	if _, err := obs.Observe(context.Background(), target); err != nil {
+		res.fail("observer: Observe after Forget: %v", err)
+	}
+	_ = obs.Close()
+	_ = waitFor(5*time.Second, func() bool { return c.observerConnections() == 0 && observerGoroutines() == 0 })
+	or.GoroutinesAfterClose = observerGoroutines()
+	closeConns := c.observerConnections()
+	if or.ConnectionsAfterForget != 0 || closeConns != 0 {
+		res.fail("observer: %d connections left after Forget, %d after Close", or.ConnectionsAfterForget, closeConns)
+	}
+	if or.GoroutinesAfterForget != 0 || or.GoroutinesAfterClose != 0 {
+		res.fail("observer: %d goroutines left after Forget, %d after Close", or.GoroutinesAfterForget, or.GoroutinesAfterClose)
+	}
+	t.Logf("observer: %d connections and %d goroutines while in use; after Forget %d/%d, after Close %d/%d",
+		or.ConnectionsWhileUsed, or.GoroutinesBefore, or.ConnectionsAfterForget, or.GoroutinesAfterForget, closeConns, or.GoroutinesAfterClose)
+}
