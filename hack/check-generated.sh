@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fails when generated files (CRDs, RBAC, deepcopy, the chart's CRDs, docs/api.md) are
+# Fails when generated files (CRDs, RBAC, deepcopy, the chart's CRDs and RBAC rules,
+# docs/api.md) are
 # stale: it regenerates them and compares. On failure the fresh files are left in place,
 # ready to commit.
 set -euo pipefail
@@ -8,12 +9,13 @@ cd "$root"
 generated() {
   find config/crd/bases config/rbac/role.yaml api -name '*.yaml' -o -name 'zz_generated*.go' 2>/dev/null
   [ -d charts/session-operator/templates/crds ] && find charts/session-operator/templates/crds -type f
+  [ -f charts/session-operator/templates/_rbac_rules.tpl ] && echo charts/session-operator/templates/_rbac_rules.tpl
   [ -f docs/api.md ] && echo docs/api.md
   return 0
 }
 snapshot() { generated | sort | xargs -r sha256sum; }
 before=$(snapshot)
-make -s manifests generate ${CHECK_GENERATED_EXTRA:-} >/dev/null
+make -s manifests generate helm-generate api-docs ${CHECK_GENERATED_EXTRA:-} >/dev/null
 after=$(snapshot)
 if [ "$before" != "$after" ]; then
   echo "Generated files were stale; they have been regenerated. Commit these:" >&2
