@@ -42,20 +42,26 @@ const staleEpisode = 10 * time.Minute
 // primary reported last time, else to the smallest address, so the same answers always
 // give the same primary. It also samples the primary's DBSIZE.
 //
-// Events: the first Observe of a store starts one watcher, a subscription on one of its
-// Sentinels (the next one when that fails) to +sdown, -sdown, +odown, +try-failover and
-// +switch-master for the store's master. A +switch-master becomes Observation.LastSwitch
-// and calls Notify, so a controller can reconcile at once instead of at its next resync.
+// Events: the first Observe of a store subscribes to each of its Sentinels (+sdown,
+// -sdown, +odown, +try-failover, +switch-master), each subscription re-established with
+// backoff when it fails. Every Sentinel, not one: the leader of a failover is the only
+// one to announce +try-failover, and the first +sdown of any of them is the best
+// estimate of when the primary went away. The first +switch-master becomes
+// Observation.LastSwitch and calls Notify, so a controller can reconcile at once instead
+// of at its next resync; the other Sentinels' announcements of the same switch are
+// ignored. A switch is timed as described at switchDuration.
 //
 // At most Concurrency stores are asked at once, so a thousand SessionClusters cannot open
-// a thousand connections in one burst. Each store holds one connection per Sentinel, one
-// to its primary and one subscription, until Forget or Close.
+// a thousand connections in one burst. Each store holds, until Forget or Close, one
+// connection per Sentinel for questions, one per Sentinel for its subscription (each
+// with one goroutine) and one to its primary.
 type SentinelObserver struct {
 	// Timeout bounds one question to one server.
 	Timeout time.Duration
-	// Notify, when set, is called with the store's SessionCluster whenever one of its
-	// Sentinels announces +switch-master. It runs on the store's watcher goroutine and
-	// must not block (a non-blocking send on a buffered channel, a workqueue Add).
+	// Notify, when set, is called with the store's SessionCluster when its Sentinels
+	// announce a new primary (+switch-master), once per switch. It runs on a watcher
+	// goroutine and must not block (a non-blocking send on a buffered channel, a
+	// workqueue Add).
 	Notify func(types.NamespacedName)
 	// ClientName is sent as CLIENT SETNAME on every connection; DefaultClientName if empty.
 	ClientName string
@@ -91,12 +97,12 @@ type storeState struct {
 	primaryClient *redis.Client
 
 	cancel context.CancelFunc
-	done   chan struct{}
+	done   chan struct{} // closed when every watcher has ended
 
-	// Guarded by mu: written by the watcher, read by Observe.
+	// Guarded by mu: written by the watchers, read by Observe.
 	mu            sync.Mutex
-	ps            *redis.PubSub
-	watching      string // the Sentinel the watcher is subscribed to
+	subs          map[string]*redis.PubSub // open subscriptions by Sentinel
+	watching      map[string]bool          // Sentinels subscribed to
 	downAfter     time.Duration
 	downSince     map[string]time.Time // primary host -> first +sdown (or +odown) seen
 	failoverStart map[string]time.Time // primary host -> first +try-failover seen
@@ -163,8 +169,17 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 
 	st.mu.Lock()
 	prev := st.lastPrimary
-	st.mu.Unlock()
 	primaryAddr := pickPrimary(votes, prev)
+	if l := st.last; l != nil && !st.lastInferred && primaryAddr != "" && hostOf(primaryAddr) == l.From {
+		// A switch was announced, and the Sentinels that have not heard of it yet still
+		// outvote those that have: the announced, newer configuration wins.
+		for addr, n := range votes {
+			if n > 0 && hostOf(addr) == l.To {
+				primaryAddr = addr
+			}
+		}
+	}
+	st.mu.Unlock()
 	if primaryAddr != "" {
 		host, _, _ := net.SplitHostPort(primaryAddr)
 		obs.PrimaryHost = host
@@ -289,6 +304,8 @@ func (o *SentinelObserver) state(t Target) (*storeState, error) {
 		clients:       map[string]*redis.SentinelClient{},
 		downSince:     map[string]time.Time{},
 		failoverStart: map[string]time.Time{},
+		subs:          map[string]*redis.PubSub{},
+		watching:      map[string]bool{},
 		done:          make(chan struct{}),
 	}
 	for _, addr := range st.sentinels {
@@ -299,11 +316,18 @@ func (o *SentinelObserver) state(t Target) (*storeState, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	st.cancel = cancel
 	o.stores[t.Cluster] = st
-	if len(st.sentinels) == 0 {
-		close(st.done)
-		return st, nil
+	var wg sync.WaitGroup
+	for addr := range st.clients {
+		wg.Add(1)
+		go func(addr string) {
+			defer wg.Done()
+			o.watch(ctx, st, addr)
+		}(addr)
 	}
-	go o.watch(ctx, st)
+	go func() {
+		wg.Wait()
+		close(st.done)
+	}()
 	return st, nil
 }
 
@@ -326,8 +350,8 @@ func (o *SentinelObserver) dropLocked(st *storeState) {
 	delete(o.stores, st.key)
 	st.cancel()
 	st.mu.Lock()
-	if st.ps != nil {
-		_ = st.ps.Close() // wakes the watcher from its read
+	for _, ps := range st.subs {
+		_ = ps.Close() // wakes its watcher from its read
 	}
 	st.mu.Unlock()
 	for _, c := range st.clients {
@@ -355,18 +379,15 @@ func (o *SentinelObserver) Close() error {
 	return nil
 }
 
-// watch keeps one subscription open on one of the store's Sentinels, moving to the next
-// one when it fails, until the store is forgotten.
-func (o *SentinelObserver) watch(ctx context.Context, st *storeState) {
-	defer close(st.done)
+// watch keeps a subscription open on one Sentinel of the store, re-established with
+// backoff when it fails, until the store is forgotten.
+func (o *SentinelObserver) watch(ctx context.Context, st *storeState, addr string) {
 	backoff := 100 * time.Millisecond
-	for i := 0; ctx.Err() == nil; i++ {
-		addr := st.sentinels[i%len(st.sentinels)]
-		subscribed, _ := o.watchOne(ctx, st, addr)
-		if subscribed {
+	for ctx.Err() == nil {
+		if subscribed, _ := o.watchOne(ctx, st, addr); subscribed {
 			backoff = 100 * time.Millisecond
-		} else if i%len(st.sentinels) == len(st.sentinels)-1 {
-			backoff = min(2*backoff, 5*time.Second) // every Sentinel failed: slow down
+		} else {
+			backoff = min(2*backoff, 5*time.Second)
 		}
 		select {
 		case <-ctx.Done():
@@ -377,12 +398,7 @@ func (o *SentinelObserver) watch(ctx context.Context, st *storeState) {
 
 // watchOne follows one Sentinel until its connection fails or ctx ends.
 func (o *SentinelObserver) watchOne(ctx context.Context, st *storeState, addr string) (subscribed bool, err error) {
-	o.mu.Lock()
-	c, ok := st.clients[addr]
-	o.mu.Unlock()
-	if !ok || ctx.Err() != nil {
-		return false, ctx.Err()
-	}
+	c := st.clients[addr]
 	ps := c.Subscribe(ctx)
 	st.mu.Lock()
 	if ctx.Err() != nil { // dropped meanwhile: dropLocked did not see this subscription
@@ -390,11 +406,12 @@ func (o *SentinelObserver) watchOne(ctx context.Context, st *storeState, addr st
 		_ = ps.Close()
 		return false, ctx.Err()
 	}
-	st.ps = ps
+	st.subs[addr] = ps
 	st.mu.Unlock()
 	defer func() {
 		st.mu.Lock()
-		st.ps, st.watching = nil, ""
+		delete(st.subs, addr)
+		delete(st.watching, addr)
 		st.mu.Unlock()
 		_ = ps.Close()
 	}()
@@ -409,9 +426,9 @@ func (o *SentinelObserver) watchOne(ctx context.Context, st *storeState, addr st
 		return false, err
 	}
 	st.mu.Lock()
-	st.watching = addr
+	st.watching[addr] = true
 	st.mu.Unlock()
-	// down-after is part of a switch's duration: learn it from the Sentinel itself.
+	// down-after is part of a switch's duration: learn it from the Sentinels themselves.
 	qctx, qcancel := context.WithTimeout(ctx, o.timeout())
 	if m, err := c.Master(qctx, st.master).Result(); err == nil {
 		if ms, err := strconv.ParseInt(m["down-after-milliseconds"], 10, 64); err == nil {
@@ -463,6 +480,10 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 		}
 		from, to := f[1], f[3]
 		st.mu.Lock()
+		if st.last != nil && st.last.From == from && st.last.To == to && !st.lastInferred {
+			st.mu.Unlock()
+			return // another Sentinel announcing the same switch
+		}
 		down, start := st.downSince[from], st.failoverStart[from]
 		// An episode older than a few failover attempts did not lead to this switch (a
 		// failover that never finished, then much later another one).
@@ -472,8 +493,9 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 		if now.Sub(start) > staleEpisode {
 			start = time.Time{}
 		}
-		s := &Switch{From: from, To: to, At: now, Duration: switchDuration(now, down, start, st.downAfter)}
-		st.last, st.lastInferred = s, false
+		st.last = &Switch{From: from, To: to, At: now, Duration: switchDuration(now, down, start, st.downAfter)}
+		st.lastInferred = false
+		st.lastPrimary = to
 		delete(st.downSince, from)
 		delete(st.failoverStart, from)
 		st.mu.Unlock()
@@ -487,6 +509,12 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 		}
 		host := f[2]
 		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.lastPrimary != "" && host != st.lastPrimary {
+			// About a primary already replaced: a Sentinel that has not heard of the
+			// switch yet. It must not start an episode a later switch would be timed by.
+			return
+		}
 		switch channel {
 		case chSdown, chOdown:
 			if _, ok := st.downSince[host]; !ok {
@@ -497,14 +525,32 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 				st.failoverStart[host] = now
 			}
 		case chSdownClear:
-			// The primary answered again. Before any failover that ends the episode; once
-			// a failover started it goes on (the old primary restarting as a replica
-			// answers too), and the switch is measured from the first +sdown.
+			// The primary answers again. Before any failover that ends the episode, once
+			// every Sentinel says so; this one's word is enough to restart the clock only
+			// when no failover began. Once one began it goes on (the old primary restarting
+			// as a replica answers too), and the switch is timed from the first +sdown.
 			if _, failing := st.failoverStart[host]; !failing {
 				delete(st.downSince, host)
 			}
 		}
-		st.mu.Unlock()
+	}
+}
+
+// switchDuration is how long a failover took, from when the old primary stopped
+// answering to the switch. A Sentinel calls a primary down (+sdown) when it has not
+// answered for down-after, so that moment is the first +sdown (of any Sentinel) minus
+// down-after, and the duration is switch - first +sdown + down-after. Sentinels ping once
+// a second, so the old primary may have gone up to a second before. A failover nobody saw
+// as a failure (SENTINEL FAILOVER, e.g. a pod handing over in its preStop hook) is timed
+// from +try-failover. Zero when neither was seen (the subscriptions started mid-way).
+func switchDuration(at, downSince, failoverStart time.Time, downAfter time.Duration) time.Duration {
+	switch {
+	case !downSince.IsZero():
+		return at.Sub(downSince) + downAfter
+	case !failoverStart.IsZero():
+		return at.Sub(failoverStart)
+	default:
+		return 0
 	}
 }
 
@@ -522,33 +568,21 @@ func (o *SentinelObserver) clock() time.Time {
 	return time.Now()
 }
 
-// switchDuration is how long a failover took, from when the old primary was last seen
-// healthy to the switch. A Sentinel calls a primary down (+sdown) down-after after its
-// last good reply, so that moment is the first +sdown minus down-after, and the duration
-// is switch - first +sdown + down-after. A failover nobody saw as a failure (SENTINEL
-// FAILOVER, e.g. a pod handing over or a restarted primary asking for it) is measured
-// from +try-failover. Zero when neither was seen (the subscription started mid-way).
-func switchDuration(at, downSince, failoverStart time.Time, downAfter time.Duration) time.Duration {
-	switch {
-	case !downSince.IsZero():
-		return at.Sub(downSince) + downAfter
-	case !failoverStart.IsZero():
-		return at.Sub(failoverStart)
-	default:
-		return 0
-	}
-}
-
-// Watching reports the Sentinel the store's watcher is subscribed to, empty when none;
-// for tests and diagnostics.
-func (o *SentinelObserver) Watching(cluster types.NamespacedName) string {
+// Watching lists the Sentinels the store's watchers are subscribed to, sorted; for tests
+// and diagnostics.
+func (o *SentinelObserver) Watching(cluster types.NamespacedName) []string {
 	o.mu.Lock()
 	st, ok := o.stores[cluster]
 	o.mu.Unlock()
 	if !ok {
-		return ""
+		return nil
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.watching
+	out := make([]string, 0, len(st.watching))
+	for a := range st.watching {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -51,38 +51,41 @@ type killResult struct {
 	KilledAt              time.Time       `json:"killed_at"`
 	RestartedAfterSeconds float64         `json:"restarted_after_seconds"`
 	WriteGapSeconds       float64         `json:"write_gap_seconds"`
-	OutageSeconds         float64         `json:"outage_seconds"` // last success before the kill to the first after it
+	OutageSeconds         float64         `json:"outage_seconds"`        // last success before the kill to the first after it
+	LongestStallSeconds   float64         `json:"longest_stall_seconds"` // between two successful writes, until the old primary rejoined
 	FailedWrites          int             `json:"failed_writes"`
 	ObserverSawNewPrimary float64         `json:"observer_saw_new_primary_seconds"` // after the kill
 	Failover              *failoverResult `json:"failover,omitempty"`
 	RejoinedAsReplicaOf   string          `json:"rejoined_as_replica_of"`
 	BootDecision          string          `json:"boot_decision"`
 	CameBackEmptyPrimary  bool            `json:"came_back_empty_primary"`
+	PreStopSeconds        float64         `json:"prestop_seconds,omitempty"`
+	PreStopOutput         string          `json:"prestop_output,omitempty"`
 }
 
 type results struct {
-	Started                     time.Time    `json:"started"`
-	Seconds                     float64      `json:"seconds"`
-	RedisVersion                string       `json:"redis_version"`
-	Servers                     int          `json:"servers"`
-	Sentinels                   int          `json:"sentinels"`
-	Quorum                      int          `json:"quorum"`
-	DownAfterSeconds            float64      `json:"down_after_seconds"`
-	WriteGapLimitSeconds        float64      `json:"write_gap_limit_seconds"`
-	AppInstances                int          `json:"app_instances"`
-	WriterClients               int          `json:"writer_clients"`
-	AcknowledgedWrites          int          `json:"acknowledged_writes"`
-	AcknowledgedLost            int          `json:"acknowledged_lost"`
-	WriteAttempts               int          `json:"write_attempts"`
-	FailedWrites                int          `json:"failed_writes"`
-	WriteGapSeconds             float64      `json:"write_gap_seconds"`
-	AppInstanceLossSessions     int          `json:"app_instance_loss_sessions"`
-	AppInstanceLossSessionsLost int          `json:"app_instance_loss_sessions_lost"`
-	SessionsChecked             int          `json:"sessions_checked"`
-	SessionsLost                int          `json:"sessions_lost"`
-	Kills                       []killResult `json:"kills"`
-	EmptyPrimaryRestarts        int          `json:"empty_primary_restarts"`
-	KeysPerServer               map[string]int64
+	Started                     time.Time        `json:"started"`
+	Seconds                     float64          `json:"seconds"`
+	RedisVersion                string           `json:"redis_version"`
+	Servers                     int              `json:"servers"`
+	Sentinels                   int              `json:"sentinels"`
+	Quorum                      int              `json:"quorum"`
+	DownAfterSeconds            float64          `json:"down_after_seconds"`
+	WriteGapLimitSeconds        float64          `json:"write_gap_limit_seconds"`
+	AppInstances                int              `json:"app_instances"`
+	WriterClients               int              `json:"writer_clients"`
+	AcknowledgedWrites          int              `json:"acknowledged_writes"`
+	AcknowledgedLost            int              `json:"acknowledged_lost"`
+	WriteAttempts               int              `json:"write_attempts"`
+	FailedWrites                int              `json:"failed_writes"`
+	WriteGapSeconds             float64          `json:"write_gap_seconds"`
+	AppInstanceLossSessions     int              `json:"app_instance_loss_sessions"`
+	AppInstanceLossSessionsLost int              `json:"app_instance_loss_sessions_lost"`
+	SessionsChecked             int              `json:"sessions_checked"`
+	SessionsLost                int              `json:"sessions_lost"`
+	Kills                       []killResult     `json:"kills"`
+	EmptyPrimaryRestarts        int              `json:"empty_primary_restarts"`
+	KeysPerServer               map[string]int64 `json:"keys_per_server"`
 	SentinelRestart             *sentinelRestart `json:"sentinel_restart,omitempty"`
 	Observer                    observerResult   `json:"observer"`
 	Pass                        bool             `json:"pass"`
@@ -90,10 +93,10 @@ type results struct {
 }
 
 type sentinelRestart struct {
-	Killed             string  `json:"killed"`
-	WatcherMovedTo     string  `json:"watcher_moved_to"`
-	WatcherMoveSeconds float64 `json:"watcher_move_seconds"`
-	ReadySeconds       float64 `json:"ready_seconds"`
+	Killed              string  `json:"killed"`
+	UnsubscribedSeconds float64 `json:"observer_unsubscribed_seconds"`
+	ReadySeconds        float64 `json:"ready_seconds"`
+	ResubscribedSeconds float64 `json:"observer_resubscribed_seconds"`
 }
 
 type observerResult struct {
@@ -138,7 +141,7 @@ func TestDataPath(t *testing.T) {
 		res.Seconds = time.Since(res.Started).Seconds()
 		res.AcknowledgedWrites, res.AcknowledgedLost = l.counts()
 		for _, e := range l.events {
-			if e.Op == "bump" {
+			if e.Op == "bump" || e.Op == "login" {
 				res.WriteAttempts++
 				if !e.OK {
 					res.FailedWrites++
@@ -207,12 +210,12 @@ func TestDataPath(t *testing.T) {
 	}
 	res.Observer.PrimaryReported = true
 	res.Observer.SentinelsReachable = o.SentinelsReachable
-	if err := waitFor(5*time.Second, func() bool { return obs.Watching(key) != "" }); err != nil {
-		t.Fatalf("observer never subscribed to a Sentinel")
+	if err := waitFor(5*time.Second, func() bool { return len(obs.Watching(key)) == len(c.sentinels) }); err != nil {
+		t.Fatalf("observer subscribed to %v, want every Sentinel", obs.Watching(key))
 	}
 
-	// Scenario 0: the Sentinel the observer listens to dies and comes back (boot path of
-	// a restarted Sentinel; the observer moves to another one).
+	// Scenario 0: a Sentinel dies and comes back (the boot path of a restarted Sentinel;
+	// the observer's subscription to it ends and is made again).
 	res.SentinelRestart = c.restartWatchedSentinel(t, obs, key, first)
 
 	// The reference app.
@@ -242,6 +245,7 @@ func TestDataPath(t *testing.T) {
 		struct{ scenario, kind string }{"restarted-primary", "restart-at-once"},
 		struct{ scenario, kind string }{"restarted-primary", "restart-at-once-new-pod"},
 		struct{ scenario, kind string }{"restarted-primary", "restart-after-down-after"},
+		struct{ scenario, kind string }{"planned-handover", "prestop-then-new-pod"},
 	)
 	for i, k := range kinds {
 		kr := c.killPrimary(t, obs, target, l, notified, k.scenario, k.kind)

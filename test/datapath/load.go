@@ -176,6 +176,28 @@ func (l *ledger) lastOKBefore(t time.Time) time.Time {
 	return best
 }
 
+// longestStall is the longest time between two successful writes (by completion)
+// around [from, to]: from the last success before from to the first after to.
+func (l *ledger) longestStall(from, to time.Time) float64 {
+	l.mu.Lock()
+	var ends []time.Time
+	for _, e := range l.events {
+		if e.Op == "bump" && e.OK {
+			ends = append(ends, e.End)
+		}
+	}
+	l.mu.Unlock()
+	sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
+	worst := 0.0
+	for i := 1; i < len(ends); i++ {
+		if ends[i].Before(from) || ends[i-1].After(to) {
+			continue
+		}
+		worst = max(worst, ends[i].Sub(ends[i-1]).Seconds())
+	}
+	return worst
+}
+
 // failedBetween counts failed writes that started in [from, to).
 func (l *ledger) failedBetween(from, to time.Time) int {
 	l.mu.Lock()

@@ -5,6 +5,7 @@ package datapath
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os/exec"
 	"runtime"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sessionops/session-operator/internal/store"
@@ -54,7 +56,19 @@ func (c *cluster) killPrimary(t *testing.T, obs *store.SentinelObserver, target 
 	kr.Killed = p.name
 	killAt := time.Now()
 	kr.KilledAt = killAt.UTC()
-	p.proc.kill(syscall.SIGKILL)
+	if kind == "prestop-then-new-pod" {
+		// A rolling update or a drain: the kubelet runs the preStop hook, then SIGTERM;
+		// the pod is made anew, with empty volumes.
+		out, err := c.runHook(p, p.container.Lifecycle.PreStop)
+		kr.PreStopSeconds = time.Since(killAt).Seconds()
+		kr.PreStopOutput = lastLines(out, 6)
+		if err != nil {
+			t.Errorf("preStop of %s: %v\n%s", p.name, err, out)
+		}
+		p.proc.stop(10 * time.Second)
+	} else {
+		p.proc.kill(syscall.SIGKILL)
+	}
 
 	restarted := false
 	restart := func(wipe bool) {
@@ -68,7 +82,7 @@ func (c *cluster) killPrimary(t *testing.T, obs *store.SentinelObserver, target 
 	switch kind {
 	case "restart-at-once":
 		restart(false)
-	case "restart-at-once-new-pod":
+	case "restart-at-once-new-pod", "prestop-then-new-pod":
 		restart(true)
 	}
 	var sawNew, firstOK time.Time
@@ -105,6 +119,12 @@ func (c *cluster) killPrimary(t *testing.T, obs *store.SentinelObserver, target 
 	kr.WriteGapSeconds = firstOK.Sub(killAt).Seconds()
 	kr.OutageSeconds = firstOK.Sub(l.lastOKBefore(killAt)).Seconds()
 	kr.FailedWrites = l.failedBetween(killAt, firstOK)
+	if kind == "prestop-then-new-pod" {
+		// Writes pause while the handover runs: the first success after its start says
+		// nothing, the longest stall between two successes does.
+		kr.WriteGapSeconds = l.longestStall(killAt, time.Now())
+		kr.FailedWrites = l.failedBetween(killAt, time.Now())
+	}
 
 	// The old primary rejoins.
 	if err := c.waitReady(90*time.Second, p); err != nil {
@@ -144,7 +164,33 @@ func (c *cluster) killPrimary(t *testing.T, obs *store.SentinelObserver, target 
 		case <-time.After(time.Second):
 		}
 	}
+	kr.LongestStallSeconds = l.longestStall(killAt, time.Now())
 	return kr
+}
+
+// runHook runs a lifecycle exec hook in the pod's environment, bounded by the pod's
+// termination grace period.
+func (c *cluster) runHook(p *pod, h *corev1.LifecycleHandler) (string, error) {
+	if h == nil || h.Exec == nil {
+		return "", fmt.Errorf("%s: no exec hook", p.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	argv := rewriteAll(h.Exec.Command, c.mountPaths(p.container, p))
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = p.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // checkKill turns one kill's record into failures.
@@ -167,12 +213,16 @@ func (r *results) checkKill(kr killResult) {
 	}
 }
 
-// restartWatchedSentinel kills the Sentinel the observer is subscribed to, checks that
-// the observer moves to another, and restarts it with its boot command.
+// restartWatchedSentinel kills a Sentinel the observer is subscribed to (the path of a
+// restarted Sentinel's boot script), checks that the observer keeps its other
+// subscriptions and subscribes again once the Sentinel is back.
 func (c *cluster) restartWatchedSentinel(t *testing.T, obs *store.SentinelObserver, key types.NamespacedName, primary string) *sentinelRestart {
 	t.Helper()
 	watched := obs.Watching(key)
-	host, _, _ := net.SplitHostPort(watched)
+	if len(watched) != len(c.sentinels) {
+		t.Fatalf("observer subscribed to %v, want every Sentinel", watched)
+	}
+	host, _, _ := net.SplitHostPort(watched[0])
 	var s *pod
 	for _, p := range c.sentinels {
 		if p.host == host {
@@ -180,16 +230,15 @@ func (c *cluster) restartWatchedSentinel(t *testing.T, obs *store.SentinelObserv
 		}
 	}
 	if s == nil {
-		t.Fatalf("observer watches %q, not a Sentinel of the store", watched)
+		t.Fatalf("observer watches %q, not a Sentinel of the store", watched[0])
 	}
 	sr := &sentinelRestart{Killed: s.name}
 	at := time.Now()
 	s.proc.kill(syscall.SIGKILL)
-	if err := waitFor(15*time.Second, func() bool { w := obs.Watching(key); return w != "" && w != watched }); err != nil {
-		t.Fatalf("observer did not move off the dead Sentinel %s: %v", s.name, err)
+	if err := waitFor(15*time.Second, func() bool { return len(obs.Watching(key)) == len(c.sentinels)-1 }); err != nil {
+		t.Fatalf("observer still subscribed to the dead Sentinel %s: %v", s.name, err)
 	}
-	sr.WatcherMovedTo = shortHost(obs.Watching(key))
-	sr.WatcherMoveSeconds = time.Since(at).Seconds()
+	sr.UnsubscribedSeconds = time.Since(at).Seconds()
 	at = time.Now()
 	c.start(s)
 	if err := c.waitReady(60*time.Second, s); err != nil {
@@ -197,12 +246,16 @@ func (c *cluster) restartWatchedSentinel(t *testing.T, obs *store.SentinelObserv
 		t.Fatalf("restarted sentinel: %v", err)
 	}
 	sr.ReadySeconds = time.Since(at).Seconds()
+	if err := waitFor(15*time.Second, func() bool { return len(obs.Watching(key)) == len(c.sentinels) }); err != nil {
+		t.Fatalf("observer did not subscribe again to the restarted Sentinel %s: %v", s.name, err)
+	}
+	sr.ResubscribedSeconds = time.Since(at).Seconds()
 	if err := c.waitSettled(primary, 60*time.Second); err != nil {
 		c.dumpLogs()
 		t.Fatalf("after the sentinel restart: %v", err)
 	}
-	t.Logf("sentinel %s killed: observer moved to %s in %.2fs; restarted, ready in %.1fs",
-		s.name, sr.WatcherMovedTo, sr.WatcherMoveSeconds, sr.ReadySeconds)
+	t.Logf("sentinel %s killed: observer dropped it in %.2fs; restarted, ready in %.1fs, subscribed again in %.1fs",
+		s.name, sr.UnsubscribedSeconds, sr.ReadySeconds, sr.ResubscribedSeconds)
 	return sr
 }
 
@@ -255,7 +308,7 @@ func (c *cluster) checkObserverLeaks(t *testing.T, obs *store.SentinelObserver, 
 	_ = waitFor(5*time.Second, func() bool { return c.observerConnections() == 0 && observerGoroutines() == 0 })
 	or.ConnectionsAfterForget = c.observerConnections()
 	or.GoroutinesAfterForget = observerGoroutines()
-	if obs.Watching(target.Cluster) != "" {
+	if len(obs.Watching(target.Cluster)) != 0 {
 		res.fail("observer: still watching after Forget")
 	}
 	if _, err := obs.Observe(context.Background(), target); err != nil {
