@@ -51,6 +51,14 @@ The rules of the RBAC objects in config/rbac, for the chart's Roles and ClusterR
   - update
   - watch
 - apiGroups:
+  - discovery.k8s.io
+  resources:
+  - endpointslices
+  verbs:
+  - get
+  - list
+  - watch
+- apiGroups:
   - gateway.networking.k8s.io
   resources:
   - httproutes
