@@ -52,30 +52,7 @@ func TestDockerfile(t *testing.T) {
 		t.Error("make image-tar no longer builds the Dockerfile's user and entrypoint")
 	}
 
-	// The build context: what the build stage COPYs, without tests and testdata
-	// (.dockerignore leaves those out too).
-	ctxDir := t.TempDir()
-	copies := regexp.MustCompile(`(?m)^COPY\s+([^-\n][^\n]*)$`).FindAllStringSubmatch(text, -1)
-	n := 0
-	for _, c := range copies {
-		f := strings.Fields(c[1])
-		for _, src := range f[:len(f)-1] {
-			if err := copyTree(filepath.Join(root, src), filepath.Join(ctxDir, src)); err != nil {
-				t.Fatalf("COPY %s: %v", src, err)
-			}
-			n++
-		}
-	}
-	if n == 0 {
-		t.Fatal("the Dockerfile copies nothing")
-	}
-	bin := filepath.Join(t.TempDir(), "session-operator")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
-	build.Dir = ctxDir
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=readonly", "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("the Dockerfile's build context does not build: %v\n%s", err, out)
-	}
+	bin := managerBinary(t)
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -106,89 +83,166 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// runManager starts the manager binary with args against the envtest apiserver, on free
-// ports and without leader election (which needs an in-cluster namespace), and waits for
-// /readyz and for /metrics to serve controller-runtime's and the operator's series.
-func runManager(t *testing.T, bin string, args []string) {
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+	binDir  string // removed by TestMain
+)
+
+// managerBinary builds the manager once from exactly what the Dockerfile's build stage
+// COPYs, without tests and testdata (.dockerignore leaves those out too), the way it
+// builds it: static, trimmed paths.
+func managerBinary(t *testing.T) string {
 	t.Helper()
-	metricsPort, healthPort := freePort(t), freePort(t)
-	var run []string
+	binOnce.Do(func() {
+		binPath, binErr = buildFromDockerContext()
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func buildFromDockerContext() (string, error) {
+	df, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	if err != nil {
+		return "", err
+	}
+	if binDir, err = os.MkdirTemp("", "install-test-"); err != nil {
+		return "", err
+	}
+	ctxDir := filepath.Join(binDir, "context")
+	n := 0
+	for _, c := range regexp.MustCompile(`(?m)^COPY\s+([^-\n][^\n]*)$`).FindAllStringSubmatch(string(df), -1) {
+		f := strings.Fields(c[1])
+		for _, src := range f[:len(f)-1] {
+			if err := copyTree(filepath.Join(root, src), filepath.Join(ctxDir, src)); err != nil {
+				return "", fmt.Errorf("COPY %s: %w", src, err)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return "", fmt.Errorf("the Dockerfile copies nothing")
+	}
+	bin := filepath.Join(binDir, "session-operator")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	build.Dir = ctxDir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=readonly", "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("the Dockerfile's build context does not build: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// manager is a running manager process.
+type manager struct {
+	args                    []string
+	logs                    *syncBuffer
+	metricsPort, healthPort int
+	exited                  chan error
+}
+
+// startManager starts the manager binary with args against the envtest apiserver, as the
+// user impersonate when not empty, on free ports and without leader election (which needs
+// an in-cluster namespace), and waits for /readyz. The test's cleanup stops it.
+func startManager(t *testing.T, bin string, args []string, impersonate string) *manager {
+	t.Helper()
+	m := &manager{logs: &syncBuffer{}, metricsPort: freePort(t), healthPort: freePort(t), exited: make(chan error, 1)}
 	for _, a := range args {
 		switch {
 		case a == "--leader-elect":
 		case strings.HasPrefix(a, "--metrics-bind-address="):
-			run = append(run, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort))
+			m.args = append(m.args, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", m.metricsPort))
 		case strings.HasPrefix(a, "--health-probe-bind-address="):
-			run = append(run, fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort))
+			m.args = append(m.args, fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", m.healthPort))
 		default:
-			run = append(run, a)
+			m.args = append(m.args, a)
 		}
 	}
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := writeKubeconfig(kubeconfig); err != nil {
+	if err := writeKubeconfig(kubeconfig, impersonate); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, run...)
+	cmd := exec.Command(bin, m.args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "HOME="+dir)
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.Stdout, cmd.Stderr = m.logs, m.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
+	go func() { m.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case <-m.exited:
 		case <-time.After(20 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			<-m.exited
 		}
-	}()
+	})
+	m.waitFor(t, 90*time.Second, "/readyz to answer 200", func() bool {
+		code, _ := m.get(m.healthPort, "/readyz")
+		return code == http.StatusOK
+	})
+	return m
+}
 
-	get := func(port int, path string) (int, string) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+func (m *manager) get(port int, path string) (int, string) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return 0, err.Error()
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitFor polls cond until it holds, failing the test when the manager exits first or
+// the time is up.
+func (m *manager) waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
 		select {
-		case err := <-exited:
-			t.Fatalf("the manager exited with %v; args %v\n%s", err, run, logs.String())
+		case err := <-m.exited:
+			m.exited <- err
+			t.Fatalf("the manager exited with %v while waiting for %s; args %v\n%s", err, what, m.args, m.logs.String())
 		default:
 		}
-		if code, _ := get(healthPort, "/readyz"); code == http.StatusOK {
-			break
-		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the manager was not ready within 90s; args %v\n%s", run, logs.String())
+			t.Fatalf("no %s within %s; args %v\n%s", what, timeout, m.args, m.logs.String())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	if code, _ := get(healthPort, "/healthz"); code != http.StatusOK {
+}
+
+// runManager starts the manager with the chart's arguments and checks its probes and
+// metrics endpoints answer, and that it refused no flag.
+func runManager(t *testing.T, bin string, args []string) {
+	t.Helper()
+	m := startManager(t, bin, args, "")
+	if code, _ := m.get(m.healthPort, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz answered %d", code)
 	}
-	code, body := get(metricsPort, "/metrics")
+	code, body := m.get(m.metricsPort, "/metrics")
 	if code != http.StatusOK || !strings.Contains(body, "controller_runtime_reconcile_total") {
 		t.Errorf("/metrics answered %d without controller-runtime's series:\n%.2000s", code, body)
 	}
-	if strings.Contains(logs.String(), "flag provided but not defined") {
-		t.Errorf("the manager refused a flag:\n%s", logs.String())
+	if strings.Contains(m.logs.String(), "flag provided but not defined") {
+		t.Errorf("the manager refused a flag:\n%s", m.logs.String())
 	}
 }
 
-func writeKubeconfig(path string) error {
+// writeKubeconfig writes a kubeconfig for the envtest apiserver's admin, impersonating
+// the user impersonate when not empty.
+func writeKubeconfig(path, impersonate string) error {
 	c := clientcmdapi.NewConfig()
 	c.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
 	c.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{
 		ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken,
+		Impersonate: impersonate,
 	}
 	c.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest"}
 	c.CurrentContext = "envtest"

@@ -67,7 +67,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	return m.Run()
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	return code
 }
 
 // ---------------------------------------------------------------- tools -----------
