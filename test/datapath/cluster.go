@@ -104,6 +104,7 @@ func findObject[T client.Object](d *render.Desired, name string) (T, error) {
 // process per Redis and Sentinel pod.
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
+	preflight(t)
 	sc := sessionCluster()
 	d, err := render.Render(sc, render.Options{}, render.Inputs{Password: harnessPassword, PasswordVersion: "datapath"})
 	if err != nil {
@@ -162,6 +163,34 @@ func newCluster(t testing.TB) *cluster {
 	})
 	t.Cleanup(c.stopAll)
 	return c
+}
+
+// preflight fails (never skips) when the machine cannot run the harness, and makes runs
+// take turns: they share /etc/hosts and the rendered ports.
+func preflight(t testing.TB) {
+	t.Helper()
+	var missing []string
+	for _, bin := range []string{"redis-server", "redis-sentinel", "redis-cli", "redis-benchmark", "timeout", "getent", "sha1sum", "go"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("missing %s; on Debian: apt-get install -y redis-server redis-sentinel redis-tools "+
+			"(then stop the services it starts: service redis-server stop; service redis-sentinel stop)", strings.Join(missing, ", "))
+	}
+	if f, err := os.OpenFile("/etc/hosts", os.O_WRONLY, 0); err != nil {
+		t.Fatalf("the harness maps the rendered host names in /etc/hosts and must be able to write it (run as root): %v", err)
+	} else {
+		f.Close()
+	}
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "session-operator-datapath.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	must(t, err)
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Logf("another data-path run holds %s: waiting for it", lock.Name())
+		must(t, syscall.Flock(int(lock.Fd()), syscall.LOCK_EX))
+	}
+	t.Cleanup(func() { lock.Close() })
 }
 
 func must(t testing.TB, err error) {

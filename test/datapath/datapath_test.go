@@ -166,19 +166,19 @@ func TestDataPath(t *testing.T) {
 		if !res.Pass {
 			verdict = "FAIL"
 		}
-		fmt.Printf("datapath: %s acknowledged_writes=%d acknowledged_lost=%d write_gap_seconds=%.2f (limit %.1f, %d kills) "+
-			"app_instance_loss_sessions_lost=%d/%d sessions_lost=%d/%d failovers_observed=%d down_after_seconds=%.0f -> %s\n",
+		summary := fmt.Sprintf("datapath: %s acknowledged_writes=%d acknowledged_lost=%d write_gap_seconds=%.2f (limit %.1f, %d kills) "+
+			"app_instance_loss_sessions_lost=%d/%d sessions_lost=%d/%d failovers_observed=%d down_after_seconds=%g -> %s\n",
 			verdict, res.AcknowledgedWrites, res.AcknowledgedLost, res.WriteGapSeconds, res.WriteGapLimitSeconds, len(res.Kills),
 			res.AppInstanceLossSessionsLost, res.AppInstanceLossSessions, res.SessionsLost, res.SessionsChecked,
 			len(res.Observer.Failovers), res.DownAfterSeconds, filepath.Join(outDir, "datapath.json"))
+		fmt.Print(summary)
+		_ = os.WriteFile(filepath.Join(outDir, "datapath.summary"), []byte(summary), 0o644)
 		for _, f := range res.Failures {
 			t.Errorf("%s", f)
 		}
 	}()
 
-	if out, err := execOutput("redis-server", "--version"); err == nil {
-		res.RedisVersion = strings.TrimSpace(out)
-	}
+	res.RedisVersion = redisVersion()
 
 	// The store, exactly as rendered.
 	start := time.Now()
@@ -337,9 +337,18 @@ func waitFor(timeout time.Duration, cond func() bool) error {
 	return nil
 }
 
-func execOutput(name string, args ...string) (string, error) {
-	out, err := execCommand(name, args...).Output()
-	return string(out), err
+// redisVersion is the version redis-server reports ("7.0.15").
+func redisVersion() string {
+	out, err := execCommand("redis-server", "--version").Output()
+	if err != nil {
+		return ""
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(f, "v="); ok {
+			return v
+		}
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // runScenario1: sessions spread over every instance; one instance is SIGKILLed; every

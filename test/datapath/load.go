@@ -28,21 +28,24 @@ type writeEvent struct {
 	Err     string    `json:"err,omitempty"`
 }
 
-// session is one user's session and the acknowledged values not yet confirmed by a
-// later observation.
+// session is one user's session and every counter value the app acknowledged for it.
 type session struct {
-	id      string
-	url     string  // where it was created
-	pending []int64 // acknowledged counters above the last observed base, ascending
-	maxAck  int64
-	lost    bool // the whole session vanished (401)
+	id    string
+	url   string // where it was created
+	acked []ackedValue
+	lost  bool // the whole session vanished (401)
+}
+
+type ackedValue struct {
+	v    int64
+	lost bool
 }
 
 // ledger counts acknowledged writes and finds lost ones. A write is acknowledged when the
-// app answers 200 (the login makes counter 0; a bump returns the new counter). Any later
-// observation of the session (a bump returning c shows c-1 was there before it; a read
-// shows the value) confirms every acknowledged value up to it, and an acknowledged value
-// above it is lost. One writer owns each session, so its writes are sequential.
+// app answers 200: the login makes counter 0, a bump returns the new counter. Every later
+// observation of the session shows what it held (a bump returning c: c-1 before it; a
+// read: the value), and any acknowledged value above that is lost, however long ago it
+// was acknowledged. One writer owns each session, so its writes are sequential.
 type ledger struct {
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -66,7 +69,7 @@ func (l *ledger) record(e writeEvent) {
 		if !e.OK {
 			return
 		}
-		s = &session{id: e.ID, url: e.URL, pending: []int64{0}}
+		s = &session{id: e.ID, url: e.URL, acked: []ackedValue{{v: 0}}}
 		l.sessions[e.ID] = s
 		l.order = append(l.order, e.ID)
 		l.acked++
@@ -78,8 +81,7 @@ func (l *ledger) record(e writeEvent) {
 	switch {
 	case e.OK && e.Op == "bump":
 		l.observeLocked(s, e.Counter-1)
-		s.pending = append(s.pending, e.Counter)
-		s.maxAck = max(s.maxAck, e.Counter)
+		s.acked = append(s.acked, ackedValue{v: e.Counter})
 		l.acked++
 	case e.OK && e.Op == "read":
 		l.observeLocked(s, e.Counter)
@@ -89,16 +91,15 @@ func (l *ledger) record(e writeEvent) {
 	}
 }
 
-// observeLocked: the session held base; acknowledged values above it are lost.
+// observeLocked: the session held base; every acknowledged value above it is lost.
 func (l *ledger) observeLocked(s *session, base int64) {
-	// At or below base: confirmed. Above: lost. Either way settled, so dropped.
-	for _, v := range s.pending {
-		if v > base {
+	for i := range s.acked {
+		if a := &s.acked[i]; a.v > base && !a.lost {
+			a.lost = true
 			l.lost++
 			l.lostIDs[s.id]++
 		}
 	}
-	s.pending = s.pending[:0]
 }
 
 func (l *ledger) ids() []string {
