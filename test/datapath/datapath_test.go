@@ -64,32 +64,33 @@ type killResult struct {
 }
 
 type results struct {
-	Started                     time.Time        `json:"started"`
-	Seconds                     float64          `json:"seconds"`
-	RedisVersion                string           `json:"redis_version"`
-	Servers                     int              `json:"servers"`
-	Sentinels                   int              `json:"sentinels"`
-	Quorum                      int              `json:"quorum"`
-	DownAfterSeconds            float64          `json:"down_after_seconds"`
-	WriteGapLimitSeconds        float64          `json:"write_gap_limit_seconds"`
-	AppInstances                int              `json:"app_instances"`
-	WriterClients               int              `json:"writer_clients"`
-	AcknowledgedWrites          int              `json:"acknowledged_writes"`
-	AcknowledgedLost            int              `json:"acknowledged_lost"`
-	WriteAttempts               int              `json:"write_attempts"`
-	FailedWrites                int              `json:"failed_writes"`
-	WriteGapSeconds             float64          `json:"write_gap_seconds"`
-	AppInstanceLossSessions     int              `json:"app_instance_loss_sessions"`
-	AppInstanceLossSessionsLost int              `json:"app_instance_loss_sessions_lost"`
-	SessionsChecked             int              `json:"sessions_checked"`
-	SessionsLost                int              `json:"sessions_lost"`
-	Kills                       []killResult     `json:"kills"`
-	EmptyPrimaryRestarts        int              `json:"empty_primary_restarts"`
-	KeysPerServer               map[string]int64 `json:"keys_per_server"`
-	SentinelRestart             *sentinelRestart `json:"sentinel_restart,omitempty"`
-	Observer                    observerResult   `json:"observer"`
-	Pass                        bool             `json:"pass"`
-	Failures                    []string         `json:"failures"`
+	Started                     time.Time         `json:"started"`
+	Seconds                     float64           `json:"seconds"`
+	RedisVersion                string            `json:"redis_version"`
+	Servers                     int               `json:"servers"`
+	Sentinels                   int               `json:"sentinels"`
+	Quorum                      int               `json:"quorum"`
+	DownAfterSeconds            float64           `json:"down_after_seconds"`
+	WriteGapLimitSeconds        float64           `json:"write_gap_limit_seconds"`
+	AppInstances                int               `json:"app_instances"`
+	WriterClients               int               `json:"writer_clients"`
+	AcknowledgedWrites          int               `json:"acknowledged_writes"`
+	AcknowledgedLost            int               `json:"acknowledged_lost"`
+	WriteAttempts               int               `json:"write_attempts"`
+	FailedWrites                int               `json:"failed_writes"`
+	WriteGapSeconds             float64           `json:"write_gap_seconds"`
+	AppInstanceLossSessions     int               `json:"app_instance_loss_sessions"`
+	AppInstanceLossSessionsLost int               `json:"app_instance_loss_sessions_lost"`
+	SessionsChecked             int               `json:"sessions_checked"`
+	SessionsLost                int               `json:"sessions_lost"`
+	Kills                       []killResult      `json:"kills"`
+	EmptyPrimaryRestarts        int               `json:"empty_primary_restarts"`
+	KeysPerServer               map[string]int64  `json:"keys_per_server"`
+	SentinelRestart             *sentinelRestart  `json:"sentinel_restart,omitempty"`
+	AllSentinelsRestart         *sentinelsRestart `json:"all_sentinels_restart,omitempty"`
+	Observer                    observerResult    `json:"observer"`
+	Pass                        bool              `json:"pass"`
+	Failures                    []string          `json:"failures"`
 }
 
 type sentinelRestart struct {
@@ -97,6 +98,15 @@ type sentinelRestart struct {
 	UnsubscribedSeconds float64 `json:"observer_unsubscribed_seconds"`
 	ReadySeconds        float64 `json:"ready_seconds"`
 	ResubscribedSeconds float64 `json:"observer_resubscribed_seconds"`
+}
+
+type sentinelsRestart struct {
+	Primary       string   `json:"primary"`
+	SentinelsName string   `json:"sentinels_name"`
+	BootDecisions []string `json:"boot_decisions"`
+	ReadySeconds  float64  `json:"ready_seconds"`
+	Seconds       float64  `json:"seconds"`
+	FailedWrites  int      `json:"failed_writes"`
 }
 
 type observerResult struct {
@@ -248,6 +258,13 @@ func TestDataPath(t *testing.T) {
 		struct{ scenario, kind string }{"planned-handover", "prestop-then-new-pod"},
 	)
 	for i, k := range kinds {
+		if k.kind == "prestop-then-new-pod" {
+			// Between the failovers and the handover: every Sentinel restarted at once.
+			res.AllSentinelsRestart = c.restartAllSentinels(t, obs, target, l)
+			if t.Failed() {
+				return
+			}
+		}
 		kr := c.killPrimary(t, obs, target, l, notified, k.scenario, k.kind)
 		res.Kills = append(res.Kills, kr)
 		if kr.Failover != nil {

@@ -259,6 +259,62 @@ func (c *cluster) restartWatchedSentinel(t *testing.T, obs *store.SentinelObserv
 	return sr
 }
 
+// restartAllSentinels kills every Sentinel and starts them all again at once: no
+// Sentinel can tell a booting one the primary, so their boot script must find it from the
+// servers themselves (peer_master), and after failovers it is not the first server.
+func (c *cluster) restartAllSentinels(t *testing.T, obs *store.SentinelObserver, target store.Target, l *ledger) *sentinelsRestart {
+	t.Helper()
+	o, err := obs.Observe(context.Background(), target)
+	if err != nil || o.PrimaryHost == "" {
+		t.Fatalf("observer names no primary: %+v %v", o, err)
+	}
+	primary := o.PrimaryHost
+	if err := c.waitSettled(primary, 60*time.Second); err != nil {
+		c.dumpLogs()
+		t.Fatal(err)
+	}
+	sr := &sentinelsRestart{Primary: shortHost(primary)}
+	at := time.Now()
+	for _, s := range c.sentinels {
+		s.proc.kill(syscall.SIGKILL)
+	}
+	if err := waitFor(15*time.Second, func() bool { return len(obs.Watching(target.Cluster)) == 0 }); err != nil {
+		t.Fatalf("observer still subscribed to dead Sentinels: %v", obs.Watching(target.Cluster))
+	}
+	for _, s := range c.sentinels {
+		c.start(s)
+	}
+	if err := c.waitReady(90*time.Second, c.sentinels...); err != nil {
+		c.dumpLogs()
+		t.Fatalf("sentinels restarted together: %v", err)
+	}
+	sr.ReadySeconds = time.Since(at).Seconds()
+	for _, s := range c.sentinels {
+		for _, line := range strings.Split(s.currentLog(), "\n") {
+			if i := strings.Index(line, "monitoring "); i >= 0 {
+				sr.BootDecisions = append(sr.BootDecisions, s.name+": "+line[i:])
+			}
+		}
+	}
+	got, err := c.sentinelsPrimary()
+	sr.SentinelsName = shortHost(got)
+	if err != nil || got != primary {
+		t.Errorf("after restarting every Sentinel they name %q (%v), the primary is %s", got, err, primary)
+	}
+	if err := c.waitSettled(primary, 60*time.Second); err != nil {
+		c.dumpLogs()
+		t.Fatal(err)
+	}
+	if err := waitFor(15*time.Second, func() bool { return len(obs.Watching(target.Cluster)) == len(c.sentinels) }); err != nil {
+		t.Fatalf("observer did not subscribe again: %v", obs.Watching(target.Cluster))
+	}
+	sr.Seconds = time.Since(at).Seconds()
+	sr.FailedWrites = l.failedBetween(at, time.Now())
+	t.Logf("every sentinel restarted at once: they named %s again (primary %s), ready in %.1fs, %d writes failed meanwhile",
+		sr.SentinelsName, sr.Primary, sr.ReadySeconds, sr.FailedWrites)
+	return sr
+}
+
 // observerConnections counts connections named by the observer on every server and
 // Sentinel.
 func (c *cluster) observerConnections() int {
