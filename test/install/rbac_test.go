@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 )
 
 var (
@@ -62,8 +64,19 @@ func TestManagerRunsWithChartRBAC(t *testing.T) {
 			if sa == "" {
 				t.Fatal("the chart renders no ServiceAccount")
 			}
+			user := fmt.Sprintf("system:serviceaccount:%s:%s", tc.namespace, sa)
+			// The apiserver's authorizer learns new bindings from a watch; wait until it
+			// grants what the manager asks first, so that a refusal later is the rules'
+			// fault. The lease check is the leader-election Role's, which the manager
+			// cannot use here (leader election needs an in-cluster namespace).
+			scope := ""
+			if len(tc.watch) > 0 {
+				scope = tc.watch[0]
+			}
+			waitAllowed(t, user, authorizationv1.ResourceAttributes{Namespace: scope, Verb: "watch", Group: "session.sessionops.dev", Resource: "sessionclusters"})
+			waitAllowed(t, user, authorizationv1.ResourceAttributes{Namespace: tc.namespace, Verb: "update", Group: "coordination.k8s.io", Resource: "leases"})
 			d := must(t, objs, "Deployment", tc.namespace, tc.release+"-session-operator")
-			m := startManager(t, bin, containerArgs(t, d), fmt.Sprintf("system:serviceaccount:%s:%s", tc.namespace, sa))
+			m := startManager(t, bin, containerArgs(t, d), user)
 			m.waitFor(t, 2*time.Minute, `"Starting workers" (the caches synced)`, func() bool {
 				return strings.Contains(m.logs.String(), "Starting workers")
 			})
@@ -128,6 +141,33 @@ func TestManagerRunsWithChartRBAC(t *testing.T) {
 				t.Errorf("the manager was refused something with the chart's RBAC:\n%s", strings.Join(refused, "\n"))
 			}
 		})
+	}
+}
+
+// waitAllowed polls a SubjectAccessReview until user may do what attrs say.
+func waitAllowed(t *testing.T, user string, attrs authorizationv1.ResourceAttributes) {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx(t), &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: user, Groups: []string{"system:serviceaccounts", "system:authenticated"}, ResourceAttributes: &attrs,
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s may not %s %s.%s in %q: %s", user, attrs.Verb, attrs.Resource, attrs.Group, attrs.Namespace, sar.Status.Reason)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
