@@ -58,7 +58,7 @@ type killResult struct {
 	Failover              *failoverResult `json:"failover,omitempty"`
 	RejoinedAsReplicaOf   string          `json:"rejoined_as_replica_of"`
 	BootDecision          string          `json:"boot_decision"`
-	CameBackEmptyPrimary  bool            `json:"came_back_empty_primary"`
+	CameBackAsPrimary     bool            `json:"came_back_as_primary"`
 	PreStopSeconds        float64         `json:"prestop_seconds,omitempty"`
 	PreStopOutput         string          `json:"prestop_output,omitempty"`
 }
@@ -84,7 +84,7 @@ type results struct {
 	SessionsChecked             int               `json:"sessions_checked"`
 	SessionsLost                int               `json:"sessions_lost"`
 	Kills                       []killResult      `json:"kills"`
-	EmptyPrimaryRestarts        int               `json:"empty_primary_restarts"`
+	RestartsAsPrimary           int               `json:"restarts_as_primary"`
 	KeysPerServer               map[string]int64  `json:"keys_per_server"`
 	SentinelRestart             *sentinelRestart  `json:"sentinel_restart,omitempty"`
 	AllSentinelsRestart         *sentinelsRestart `json:"all_sentinels_restart,omitempty"`
@@ -271,8 +271,8 @@ func TestDataPath(t *testing.T) {
 			res.Observer.Failovers = append(res.Observer.Failovers, *kr.Failover)
 		}
 		res.WriteGapSeconds = max(res.WriteGapSeconds, kr.WriteGapSeconds)
-		if kr.CameBackEmptyPrimary {
-			res.EmptyPrimaryRestarts++
+		if kr.CameBackAsPrimary {
+			res.RestartsAsPrimary++
 		}
 		res.checkKill(kr)
 		t.Logf("kill %d/%d (%s): %s -> %s, write gap %.2fs, failover %s, restarted %.1fs after the kill as replica of %s",

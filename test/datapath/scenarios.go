@@ -143,7 +143,7 @@ func (c *cluster) killPrimary(t *testing.T, obs *store.SentinelObserver, target 
 			kr.BootDecision = line[i:]
 		}
 	}
-	kr.CameBackEmptyPrimary = strings.Contains(p.currentLog(), "starting as primary")
+	kr.CameBackAsPrimary = strings.Contains(p.currentLog(), "starting as primary")
 
 	// The observer's record of the failover.
 	var sw *store.Switch
@@ -205,7 +205,7 @@ func (r *results) checkKill(kr killResult) {
 	case !kr.Failover.Notified:
 		r.fail("kill of %s: the observer's Notify did not fire", kr.Killed)
 	}
-	if kr.CameBackEmptyPrimary {
+	if kr.CameBackAsPrimary {
 		r.fail("kill of %s (%s): it came back as a primary", kr.Killed, kr.Kind)
 	}
 	if kr.RejoinedAsReplicaOf != kr.NewPrimary {
