@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
+	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,50 +37,111 @@ func (r *SessionClusterReconciler) render(_ context.Context, p *pass) error {
 	return nil
 }
 
+// applyConcurrency bounds the requests one pass has in flight.
+const applyConcurrency = 8
+
 // applyChildren first checks that no child name is taken by someone else, then writes
 // every child that differs from what it should be. A conflict stops the pass before the
 // first write, so the operator never leaves half a stack beside a stranger's object.
+// Independent children are written in parallel: what others refer to (Secrets,
+// configuration, Services, accounts) in a first wave, the workloads and policies after.
 func (r *SessionClusterReconciler) applyChildren(ctx context.Context, p *pass) error {
 	if p.problem != nil {
 		return nil
 	}
-	current := make([]client.Object, len(p.desired.Objects))
-	for i, obj := range p.desired.Objects {
-		cur, err := r.applier().Check(ctx, p.sc, obj)
+	objs := p.desired.Objects
+	current := make([]client.Object, len(objs))
+	conflicts := make([]error, len(objs))
+	err := inParallel(ctx, all(len(objs)), func(ctx context.Context, i int) error {
+		cur, err := r.applier().Check(ctx, p.sc, objs[i])
 		if apply.IsConflict(err) {
-			p.problem = &problem{sessionv1.ReasonNameConflict, err.Error() + "; rename or delete it, the operator will not adopt it"}
+			conflicts[i] = err
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("checking %s: %w", describe(r.Client, obj), err)
+			return fmt.Errorf("checking %s: %w", describe(r.Client, objs[i]), err)
 		}
 		current[i] = cur
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range conflicts {
+		if c != nil {
+			p.problem = &problem{sessionv1.ReasonNameConflict, c.Error() + "; rename or delete it, the operator will not adopt it"}
+			return nil
+		}
 	}
 	logger := log.FromContext(ctx)
-	for i, obj := range p.desired.Objects {
-		if cur := current[i]; cur != nil && !cur.GetDeletionTimestamp().IsZero() {
-			// Still going (a replaced StatefulSet waiting for the garbage collector to
-			// release its pods): make it again once it is gone.
+	var soon atomic.Bool
+	for _, wave := range waves(objs) {
+		err := inParallel(ctx, wave, func(ctx context.Context, i int) error {
+			obj, cur := objs[i], current[i]
+			if cur != nil && !cur.GetDeletionTimestamp().IsZero() {
+				// Still going (a replaced StatefulSet waiting for the garbage collector
+				// to release its pods): make it again once it is gone.
+				soon.Store(true)
+				return nil
+			}
+			replaced, err := r.replaceIfImmutableChanged(ctx, p, obj, cur)
+			if err != nil {
+				return err
+			}
+			if replaced {
+				soon.Store(true)
+				return nil
+			}
+			outcome, err := r.applier().ApplyOver(ctx, obj, cur)
+			if err != nil {
+				return fmt.Errorf("applying %s: %w", describe(r.Client, obj), err)
+			}
+			if outcome != apply.Unchanged {
+				logger.V(1).Info("wrote child", "child", describe(r.Client, obj), "outcome", outcome)
+			}
+			return nil
+		})
+		if soon.Load() {
 			p.requeueSoon = true
-			continue
 		}
-		replaced, err := r.replaceIfImmutableChanged(ctx, p, obj, current[i])
 		if err != nil {
 			return err
 		}
-		if replaced {
-			p.requeueSoon = true
-			continue
-		}
-		outcome, err := r.applier().ApplyOver(ctx, obj, current[i])
-		if err != nil {
-			return fmt.Errorf("applying %s: %w", describe(r.Client, obj), err)
-		}
-		if outcome != apply.Unchanged {
-			logger.V(1).Info("wrote child", "child", describe(r.Client, obj), "outcome", outcome)
-		}
 	}
 	return nil
+}
+
+// waves splits children into what others refer to and what refers to them.
+func waves(objs []client.Object) [][]int {
+	var first, second []int
+	for i, o := range objs {
+		switch o.(type) {
+		case *corev1.Secret, *corev1.ConfigMap, *corev1.Service, *corev1.ServiceAccount, *rbacv1.Role, *rbacv1.RoleBinding:
+			first = append(first, i)
+		default:
+			second = append(second, i)
+		}
+	}
+	return [][]int{first, second}
+}
+
+func all(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// inParallel runs fn for each index, at most applyConcurrency at once, and returns the
+// first error.
+func inParallel(ctx context.Context, idx []int, fn func(context.Context, int) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(applyConcurrency)
+	for _, i := range idx {
+		g.Go(func() error { return fn(ctx, i) })
+	}
+	return g.Wait()
 }
 
 // pruneChildren deletes children the spec no longer asks for: an orphan left behind by a

@@ -62,6 +62,8 @@ func Start(extraCRDDirs ...string) (*envtest.Environment, *rest.Config, error) {
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 	}
+	// The default /24 holds 254 ClusterIPs; the scale benchmark makes thousands of Services.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting envtest with assets in %s: %w", assets, err)

@@ -33,12 +33,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 	"github.com/sessionops/session-operator/controllers"
@@ -65,6 +69,7 @@ func (primaryIsFirst) Observe(_ context.Context, t store.Target) (store.Observat
 
 // runManager is the manager process: the operator's own assembly with a fixed observer.
 func runManager() int {
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.InfoLevel)))
 	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -162,12 +167,17 @@ func (p *proc) rssBytes() int64 {
 	return -1
 }
 
-// forceGC asks the manager's pprof endpoint for a heap profile after a collection.
-func (p *proc) forceGC() {
+// forceGC asks the manager's pprof endpoint for a heap profile after a collection, and
+// keeps the profile in bin/results/scale-heap.pprof for `go tool pprof`.
+func (p *proc) forceGC(t *testing.T) {
 	resp, err := http.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1")
-	if err == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if f, err := os.Create(filepath.Join(resultsDir(t), "scale-heap.pprof")); err == nil {
+		_, _ = io.Copy(f, resp.Body)
+		f.Close()
 	}
 }
 
@@ -363,7 +373,7 @@ func TestScale(t *testing.T) {
 	res.IdleSeconds = idle.Seconds()
 	res.IdleReconciles = after.reconciles - before.reconciles
 	res.IdleWrites = after.writes - before.writes
-	mgr.forceGC()
+	mgr.forceGC(t)
 	res.HeapAfterGCMiB, res.RSSAfterGCMiB = mgr.snapshot(t).heap/(1<<20), float64(mgr.rssBytes())/(1<<20)
 
 	// Restart on the converged fleet: the new manager reconciles everything once and must
@@ -409,7 +419,7 @@ func waitConverged(t *testing.T, c client.Client, n, objects int, timeout time.D
 		}
 		current := 0
 		for _, sc := range list.Items {
-			if sc.Status.ObservedGeneration == sc.Generation {
+			if sc.Status.ObservedGeneration == sc.Generation && meta.IsStatusConditionFalse(sc.Status.Conditions, sessionv1.ConditionDegraded) {
 				current++
 			}
 		}
@@ -484,4 +494,3 @@ func envDuration(name string, def time.Duration) time.Duration {
 	}
 	return def
 }
-
