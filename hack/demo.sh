@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# make demo / make demo-down: the operator on a real single-node cluster, with the hybrid
+# sample (sticky cookie + Redis store with Sentinel) and the reference session app.
+#
+# usage: hack/demo.sh up|down
+#
+#   up    bring the cluster up (kind where Docker works, else hack/local-cluster.sh's own
+#         node), build and load the images, install the chart, apply
+#         config/samples/session_v1alpha1_sessioncluster_hybrid.yaml into namespace demo
+#         (images pointed at the local builds), wait for Ready and say what to do next.
+#   down  remove the cluster and everything it made.
+#
+# It always uses the demo cluster's own kubeconfig (bin/cluster/kubeconfig), never the
+# KUBECONFIG of your shell. Environment: IMG, APP_IMG (the Makefile passes them),
+# DEMO_NAMESPACE (demo), DEMO_STORE_IMAGE.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+NS=${DEMO_NAMESPACE:-demo}
+SC=checkout
+RELEASE=session-operator
+OPERATOR_NS=session-system
+IMG=${IMG:-ghcr.io/sessionops/session-operator:dev}
+APP_IMG=${APP_IMG:-ghcr.io/sessionops/session-app:dev}
+SAMPLE=config/samples/session_v1alpha1_sessioncluster_hybrid.yaml
+export KUBECONFIG="$root/bin/cluster/kubeconfig"
+HELM="$root/bin/tools/helm"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
+
+kind_mode() {
+  case "${LOCAL_CLUSTER:-}" in kind) return 0 ;; local) return 1 ;; esac
+  command -v kind >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
+}
+
+kubectl_bin() {
+  if [ -x "$root/bin/k8s/1.37.2/kubectl" ]; then echo "$root/bin/k8s/1.37.2/kubectl"
+  elif command -v kubectl >/dev/null 2>&1; then command -v kubectl
+  else die "no kubectl (hack/build-k8s.sh kubectl builds one into bin/k8s/1.37.2)"; fi
+}
+
+up() {
+  local start=$SECONDS
+  say "cluster: hack/local-cluster.sh up"
+  hack/local-cluster.sh up
+  KUBECTL=$(kubectl_bin)
+  k() { "$KUBECTL" "$@"; }
+
+  say "images: make image-tar app-image-tar helm"
+  make --no-print-directory image-tar app-image-tar helm IMG="$IMG" APP_IMG="$APP_IMG" >/dev/null
+  hack/local-cluster.sh load bin/images/session-operator.tar bin/images/session-app.tar
+  # The store image: Debian's Redis in an image made by hack/local-cluster.sh (loaded at
+  # every up); a kind cluster without Debian's redis packages on this machine pulls the
+  # public one instead.
+  local store_img=${DEMO_STORE_IMAGE:-docker.io/library/session-redis:7.0}
+  if [ -z "${DEMO_STORE_IMAGE:-}" ] && kind_mode && [ ! -s bin/cluster/images/session-redis.tar ]; then
+    store_img=docker.io/library/redis:7.4
+  fi
+
+  say "operator: helm upgrade --install $RELEASE charts/session-operator -n $OPERATOR_NS"
+  for ns in "$OPERATOR_NS" "$NS"; do
+    k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
+    k label namespace "$ns" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+  done
+  "$HELM" upgrade --install "$RELEASE" charts/session-operator --namespace "$OPERATOR_NS" \
+    --set image.repository="${IMG%:*}" --set image.tag="${IMG##*:}" --set image.pullPolicy=IfNotPresent \
+    --wait --timeout 5m >/dev/null
+
+  say "sample: $SAMPLE into namespace $NS (app image $APP_IMG, store image $store_img)"
+  local t0=$SECONDS
+  sed -E \
+    -e "s#^( *)image: ghcr.io/sessionops/session-app:dev\$#\1image: $APP_IMG\n\1imagePullPolicy: IfNotPresent#" \
+    -e "s#^( *)image: redis:7.4\$#\1image: $store_img\n\1imagePullPolicy: IfNotPresent#" \
+    "$SAMPLE" | k apply -n "$NS" -f -
+  say "waiting for $SC to be Ready"
+  if ! k -n "$NS" wait --for=condition=Ready "sessioncluster/$SC" --timeout=5m >/dev/null; then
+    k -n "$NS" get sessionclusters,pods >&2 || true
+    k -n "$NS" get events --sort-by=.metadata.creationTimestamp 2>/dev/null | tail -20 >&2 || true
+    die "$SC did not become Ready; see the events above and: kubectl -n $NS describe sessioncluster $SC"
+  fi
+  local ready=$((SECONDS - t0))
+
+  local kc="kubectl"
+  [ "$KUBECTL" = "$(command -v kubectl 2>/dev/null)" ] || kc="$KUBECTL"
+  cat <<EOF
+
+$(k get sessionclusters -n "$NS")
+
+The hybrid SessionCluster is Ready ($ready s after apply; $((SECONDS - start)) s for the whole demo).
+Mode Sticky with a store: 3 app pods, a Redis primary with 2 replicas, 3 Sentinels.
+
+Use the cluster from this shell:
+  export KUBECONFIG=$KUBECONFIG
+  alias kubectl=$kc
+  kubectl -n $NS get sessionclusters,pods,svc,ingress
+
+Open the app. The sample's Ingress (host checkout.example.com, class nginx, cookie "route")
+exists, but no ingress controller runs in this cluster, so it has no address; go through
+the app's Service instead:
+  kubectl -n $NS port-forward service/$SC-web 8080:8080      # leave it running
+  curl -s -c /tmp/demo.jar -X POST localhost:8080/login      # new session, cookie "sid"
+  curl -s -b /tmp/demo.jar localhost:8080/session            # counter +1, "instance" = the pod
+  (or http://localhost:8080/login then http://localhost:8080/session in a browser)
+
+Watch a failover:
+  kubectl -n $NS get sessionclusters -w                      # terminal 1: watch PRIMARY
+  kubectl -n $NS delete pod \$(kubectl -n $NS get sessc $SC -o jsonpath='{.status.store.primary}')
+                                                             # terminal 2: planned (preStop hands over)
+  kubectl -n $NS delete pod \$(kubectl -n $NS get sessc $SC -o jsonpath='{.status.store.primary}') --grace-period=0 --force
+                                                             # or abrupt: Sentinel fails over
+  kubectl -n $NS get sessc $SC -o jsonpath='{.status.store.lastFailover}{"\n"}'
+  curl -s -b /tmp/demo.jar localhost:8080/session            # same session, the counter goes on
+  (restart the port-forward if the pod it went to was replaced)
+
+The operator:  kubectl -n $OPERATOR_NS logs deploy/$RELEASE
+Clean up:      make demo-down
+EOF
+}
+
+down() {
+  say "removing the demo cluster: hack/local-cluster.sh down"
+  hack/local-cluster.sh down
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
