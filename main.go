@@ -19,6 +19,7 @@ func main() {
 		o               manager.Options
 		watchNamespaces string
 		qps             float64
+		gcPercent       int
 	)
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
@@ -31,12 +32,14 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to manage; empty manages all.")
 	flag.Float64Var(&qps, "kube-api-qps", 50, "Queries per second the manager may send the apiserver.")
 	flag.IntVar(&o.Burst, "kube-api-burst", 100, "Burst of queries above kube-api-qps.")
+	flag.IntVar(&gcPercent, "gc-percent", manager.DefaultGCPercent, "GOGC for the manager, unless the GOGC environment variable is set.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 	o.QPS = float32(qps)
+	manager.TuneGC(gcPercent)
 	o.Namespaces = splitNamespaces(watchNamespaces)
 
 	mgr, err := manager.New(ctrl.GetConfigOrDie(), o)

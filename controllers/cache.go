@@ -3,10 +3,12 @@ package controllers
 import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/sessionops/session-operator/internal/apply"
 	"github.com/sessionops/session-operator/internal/render"
 )
 
@@ -21,6 +23,7 @@ func CacheOptions(namespaces []string, httpRoutes bool) cache.Options {
 	for _, obj := range ChildObjects() {
 		byObject[obj] = cache.ByObject{Label: owned}
 	}
+	byObject[&corev1.ConfigMap{}] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.DigestConfigMapData)}
 	if httpRoutes {
 		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: owned}
 	}
@@ -32,4 +35,18 @@ func CacheOptions(namespaces []string, httpRoutes bool) cache.Options {
 		}
 	}
 	return o
+}
+
+// chain runs transforms in order; a ByObject transform replaces the default one, so the
+// managedFields stripping is repeated in the chain.
+func chain(fns ...toolscache.TransformFunc) toolscache.TransformFunc {
+	return func(obj any) (any, error) {
+		var err error
+		for _, fn := range fns {
+			if obj, err = fn(obj); err != nil {
+				return nil, err
+			}
+		}
+		return obj, nil
+	}
 }

@@ -156,6 +156,13 @@ func UpToDate(desired, current client.Object) bool {
 	if err != nil {
 		return false
 	}
+	if match, digested := digestedMatches(desired, current); digested {
+		if !match {
+			return false
+		}
+		delete(want, "data")
+		delete(want, "binaryData")
+	}
 	have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(current)
 	if err != nil {
 		return false

@@ -4,6 +4,8 @@
 package manager
 
 import (
+	"os"
+	"runtime/debug"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -28,6 +30,18 @@ func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
 	utilruntime.Must(sessionv1.AddToScheme(Scheme))
 	utilruntime.Must(gatewayv1.Install(Scheme))
+}
+
+// DefaultGCPercent is the manager's GOGC unless the environment sets one. Most of its heap
+// is the long-lived cache of children, so collecting at half the live heap instead of the
+// whole of it costs little CPU and keeps the resident set near the cache's size.
+const DefaultGCPercent = 50
+
+// TuneGC applies percent as GOGC unless GOGC is set in the environment.
+func TuneGC(percent int) {
+	if os.Getenv("GOGC") == "" && percent > 0 {
+		debug.SetGCPercent(percent)
+	}
 }
 
 // Options are the operator's settings, one per command-line flag.
@@ -67,9 +81,12 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	waker := controllers.NewWaker(1024)
 	observer := o.Observer
 	if observer == nil {
-		observer = store.NewSentinelObserver(o.ObserveConcurrency, o.ObserveTimeout)
+		sentinels := store.NewSentinelObserver(o.ObserveConcurrency, o.ObserveTimeout)
+		sentinels.Notify = waker.Wake
+		observer = sentinels
 	}
 	r := &controllers.SessionClusterReconciler{
 		Client:                  mgr.GetClient(),
@@ -80,6 +97,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 		GatewayAPI:              (&controllers.GatewayDetector{Mapper: mgr.GetRESTMapper(), TTL: time.Minute}).Installed,
 		WatchHTTPRoutes:         httpRoutes,
+		Waker:                   waker,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err

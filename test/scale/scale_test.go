@@ -70,6 +70,7 @@ func (primaryIsFirst) Observe(_ context.Context, t store.Target) (store.Observat
 // runManager is the manager process: the operator's own assembly with a fixed observer.
 func runManager() int {
 	ctrl.SetLogger(zap.New(zap.Level(zapcore.InfoLevel)))
+	manager.TuneGC(manager.DefaultGCPercent)
 	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
