@@ -56,6 +56,7 @@ func (b *builder) sentinelStatefulSet() *appsv1.StatefulSet {
 				Spec: corev1.PodSpec{
 					AutomountServiceAccountToken:  boolPtr(false),
 					EnableServiceLinks:            boolPtr(false),
+					ShareProcessNamespace:         boolPtr(true), // see reapByPause
 					TerminationGracePeriodSeconds: int64Ptr(10),
 					SecurityContext:               restrictedPod(int64Ptr(StoreUID)),
 					Affinity:                      spreadAcrossNodes(sel),
