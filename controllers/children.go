@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -111,12 +112,14 @@ func (r *SessionClusterReconciler) applyChildren(ctx context.Context, p *pass) e
 	return nil
 }
 
-// waves splits children into what others refer to and what refers to them.
+// waves splits children into what others refer to and what refers to them. A RoleBinding
+// waits for its Role: the apiserver checks that the binder holds what the Role grants, and
+// cannot while the Role does not exist.
 func waves(objs []client.Object) [][]int {
 	var first, second []int
 	for i, o := range objs {
 		switch o.(type) {
-		case *corev1.Secret, *corev1.ConfigMap, *corev1.Service, *corev1.ServiceAccount, *rbacv1.Role, *rbacv1.RoleBinding:
+		case *corev1.Secret, *corev1.ConfigMap, *corev1.Service, *corev1.ServiceAccount, *rbacv1.Role:
 			first = append(first, i)
 		default:
 			second = append(second, i)
@@ -133,15 +136,20 @@ func all(n int) []int {
 	return out
 }
 
-// inParallel runs fn for each index, at most applyConcurrency at once, and returns the
-// first error.
+// inParallel runs fn for each index, at most applyConcurrency at once. One failure does
+// not cancel the others: every child that can be written is, and the errors are joined.
 func inParallel(ctx context.Context, idx []int, fn func(context.Context, int) error) error {
-	g, ctx := errgroup.WithContext(ctx)
+	var g errgroup.Group
 	g.SetLimit(applyConcurrency)
-	for _, i := range idx {
-		g.Go(func() error { return fn(ctx, i) })
+	errs := make([]error, len(idx))
+	for j, i := range idx {
+		g.Go(func() error {
+			errs[j] = fn(ctx, i)
+			return nil
+		})
 	}
-	return g.Wait()
+	_ = g.Wait()
+	return errors.Join(errs...)
 }
 
 // pruneChildren deletes children the spec no longer asks for: an orphan left behind by a
