@@ -4,6 +4,7 @@
 package manager
 
 import (
+	"context"
 	"os"
 	"runtime/debug"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -87,6 +89,14 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		sentinels := store.NewSentinelObserver(o.ObserveConcurrency, o.ObserveTimeout)
 		sentinels.Notify = waker.Wake
 		observer = sentinels
+		store.RouteRedisLogs(ctrl.Log)
+		// Close the Sentinel connections and subscriptions when the manager stops.
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			<-ctx.Done()
+			return sentinels.Close()
+		})); err != nil {
+			return nil, err
+		}
 	}
 	r := &controllers.SessionClusterReconciler{
 		Client:                  mgr.GetClient(),
