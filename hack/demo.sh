@@ -61,7 +61,7 @@ up() {
 
   say "operator: helm upgrade --install $RELEASE charts/session-operator -n $OPERATOR_NS"
   for ns in "$OPERATOR_NS" "$NS"; do
-    k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
+    k get namespace "$ns" >/dev/null 2>&1 || k create namespace "$ns" >/dev/null
     k label namespace "$ns" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
   done
   "$HELM" upgrade --install "$RELEASE" charts/session-operator --namespace "$OPERATOR_NS" \
