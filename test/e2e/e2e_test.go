@@ -479,7 +479,38 @@ func (e *env) failover(t *testing.T, kind string, kill func(pod string) (string,
 		t.Errorf("%s: old primary %s did not come back as a ready replica (role %q): %v", kind, from, f.OldPrimaryRole, err)
 	}
 	e.res.Failovers = append(e.res.Failovers, f)
+	e.saveFailoverLogs(kind, from, f.To)
 	return f
+}
+
+// saveFailoverLogs keeps the story of a failover as the servers and Sentinels told it, in
+// bin/results/e2e-logs/<kind>/, whether the step passed or not.
+func (e *env) saveFailoverLogs(kind, from, to string) {
+	dir := filepath.Join(e.root, "bin/results/e2e-logs", kind)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return
+	}
+	save := func(name string, args ...string) {
+		out, err := e.kc(append([]string{"-n", nsStore, "logs", "--timestamps"}, args...)...)
+		if err != nil {
+			out += "\n" + err.Error() + "\n"
+		}
+		_ = os.WriteFile(filepath.Join(dir, name), []byte(out), 0o644)
+	}
+	save("old-primary-"+from+".txt", from)
+	save("old-primary-"+from+"-previous.txt", from, "--previous")
+	if to != "" {
+		save("new-primary-"+to+".txt", to)
+	}
+	for i := 0; i < 3; i++ {
+		pod := fmt.Sprintf("%s-sentinel-%d", storeSC, i)
+		save(pod+".txt", pod)
+	}
+	ops, _ := e.operatorPods(context.Background())
+	for _, p := range ops {
+		out, _ := e.kc("-n", operatorNS, "logs", p.Name)
+		_ = os.WriteFile(filepath.Join(dir, "operator-"+p.Name+".txt"), []byte(out), 0o644)
+	}
 }
 
 // writesResumed finds when writing recovered from the kill: the end of the longest stretch
