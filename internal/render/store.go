@@ -82,60 +82,70 @@ func (b *builder) storeResources() corev1.ResourceRequirements {
 	}
 }
 
-func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
-	st := b.spec.Store
-	n := b.names
-	sel := Selector(b.sc, ComponentStore)
-	labels := Labels(b.sc, ComponentStore, "redis")
-	script := func(name string, args ...string) []string {
-		return append([]string{"/bin/sh", ConfigDir + "/" + name}, args...)
-	}
-	container := corev1.Container{
-		Name:            "redis",
-		Image:           st.Image,
-		ImagePullPolicy: st.ImagePullPolicy,
-		Command:         script("redis-boot.sh"),
-		Env:             b.storeEnv("STORE_DOMAIN", n.StoreDomain()),
-		Ports:           []corev1.ContainerPort{{Name: "redis", ContainerPort: RedisPort, Protocol: corev1.ProtocolTCP}},
-		// A server may wait for a failover before it starts; the startup probe gives it
-		// that time, then liveness takes over.
-		StartupProbe:   execProbe(5, 4, 120, script("redis-probe.sh", "live")...),
-		LivenessProbe:  execProbe(10, 5, 6, script("redis-probe.sh", "live")...),
-		ReadinessProbe: execProbe(5, 4, 2, script("redis-probe.sh", "ready")...),
-		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
-			Exec: &corev1.ExecAction{Command: script("redis-prestop.sh")},
-		}},
-		Resources:       b.storeResources(),
-		SecurityContext: restrictedContainer(true),
-		VolumeMounts:    storeMounts(),
-	}
-	sts := &appsv1.StatefulSet{
+// storeScript is the command running one of the store's scripts from its ConfigMap.
+func storeScript(name string, args ...string) []string {
+	return append([]string{"/bin/sh", ConfigDir + "/" + name}, args...)
+}
+
+// storeSet is what the servers and the Sentinels share: a StatefulSet, so each pod has a
+// stable DNS name to announce, started in parallel, restricted, spread across nodes, and
+// rolled when the configuration files it boots from change.
+func (b *builder) storeSet(name, component, appName, service string, replicas int32, grace int64, files []string, c corev1.Container) *appsv1.StatefulSet {
+	sel := Selector(b.sc, component)
+	return &appsv1.StatefulSet{
 		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
-		ObjectMeta: b.meta(n.Store(), ComponentStore, "redis"),
+		ObjectMeta: b.meta(name, component, appName),
 		Spec: appsv1.StatefulSetSpec{
-			Replicas:            int32Ptr(st.Replicas),
-			ServiceName:         n.StoreHeadless(),
+			Replicas:            int32Ptr(replicas),
+			ServiceName:         service,
 			Selector:            &metav1.LabelSelector{MatchLabels: sel},
 			PodManagementPolicy: appsv1.ParallelPodManagement,
 			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
-					Labels:      labels,
-					Annotations: map[string]string{AnnotationConfigHash: b.configHash("redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh")},
+					Labels:      Labels(b.sc, component, appName),
+					Annotations: map[string]string{AnnotationConfigHash: b.configHash(files...)},
 				},
 				Spec: corev1.PodSpec{
 					AutomountServiceAccountToken:  boolPtr(false),
 					EnableServiceLinks:            boolPtr(false),
 					ShareProcessNamespace:         boolPtr(true), // see reapByPause
-					TerminationGracePeriodSeconds: int64Ptr(PreStopSeconds + 15),
+					TerminationGracePeriodSeconds: int64Ptr(grace),
 					SecurityContext:               restrictedPod(int64Ptr(StoreUID)),
 					Affinity:                      spreadAcrossNodes(sel),
-					Containers:                    []corev1.Container{container},
+					Containers:                    []corev1.Container{c},
 					Volumes:                       b.storeVolumes(),
 				},
 			},
 		},
 	}
+}
+
+func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
+	st := b.spec.Store
+	n := b.names
+	container := corev1.Container{
+		Name:            "redis",
+		Image:           st.Image,
+		ImagePullPolicy: st.ImagePullPolicy,
+		Command:         storeScript("redis-boot.sh"),
+		Env:             b.storeEnv("STORE_DOMAIN", n.StoreDomain()),
+		Ports:           []corev1.ContainerPort{{Name: "redis", ContainerPort: RedisPort, Protocol: corev1.ProtocolTCP}},
+		// A server may wait for a failover before it starts; the startup probe gives it
+		// that time, then liveness takes over.
+		StartupProbe:   execProbe(5, 4, 120, storeScript("redis-probe.sh", "live")...),
+		LivenessProbe:  execProbe(10, 5, 6, storeScript("redis-probe.sh", "live")...),
+		ReadinessProbe: execProbe(5, 4, 2, storeScript("redis-probe.sh", "ready")...),
+		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: storeScript("redis-prestop.sh")},
+		}},
+		Resources:       b.storeResources(),
+		SecurityContext: restrictedContainer(true),
+		VolumeMounts:    storeMounts(),
+	}
+	sts := b.storeSet(n.Store(), ComponentStore, "redis", n.StoreHeadless(), st.Replicas, PreStopSeconds+15,
+		[]string{"redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh"}, container)
+	labels := sts.Spec.Template.Labels
 	if p := st.Persistence; p != nil {
 		policy := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 		if p.DeleteClaim {
