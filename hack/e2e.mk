@@ -1,7 +1,8 @@
 # End-to-end suite on a real cluster (test/e2e, build tag e2e). Included by the Makefile.
 #
 #   make test-e2e                       # brings the local cluster up (kind where Docker
-#                                       # works), runs everything, brings it down
+#                                       # works), runs everything, brings it down (a
+#                                       # cluster that was already up stays up)
 #   E2E_KEEP_CLUSTER=1 make test-e2e    # leave the cluster up afterwards
 #   KUBECONFIG=... make test-e2e        # use a running cluster (hack/local-cluster.sh's, or
 #                                       # one that already has the images: E2E_LOAD_IMAGES=0)

@@ -12,8 +12,10 @@
 //
 // Without KUBECONFIG it brings up hack/local-cluster.sh's cluster (kind when Docker works,
 // else the local node built from sources), builds the operator, the reference app and a
-// client image as OCI tarballs, and loads them. It writes bin/results/e2e.json and, on a
-// failure, bin/results/e2e-dump/ (events, pods, pod logs, operator logs).
+// client image as OCI tarballs, and loads them; a cluster it started it stops at the end,
+// one that was already up stays up. It writes bin/results/e2e.json, each failover's
+// server, Sentinel and operator logs in bin/results/e2e-logs/ and, on a failure,
+// bin/results/e2e-dump/ (events, pods, pod logs, operator logs).
 package e2e
 
 import (
@@ -122,13 +124,17 @@ func (e *env) setup() error {
 	e.kubectl = firstExecutable(filepath.Join(e.root, "bin/k8s/1.37.2/kubectl"), "kubectl")
 	e.kubeconfig = os.Getenv("KUBECONFIG")
 	if e.kubeconfig == "" {
+		// A cluster that already runs (make demo, an earlier E2E_KEEP_CLUSTER=1) is used
+		// and left running; one this run starts, it stops.
+		running := e.sh(io.Discard, "hack/local-cluster.sh", "status") == nil
 		logf("bringing the cluster up: hack/local-cluster.sh up")
 		t0 := time.Now()
 		if err := e.sh(os.Stderr, "hack/local-cluster.sh", "up"); err != nil {
+			e.ownCluster = !running // a half-made cluster is taken down too
 			return fmt.Errorf("hack/local-cluster.sh up: %w", err)
 		}
 		e.res.ClusterUpSeconds = secs(time.Since(t0))
-		e.ownCluster = true
+		e.ownCluster = !running
 		e.kubeconfig = filepath.Join(e.root, "bin/cluster/kubeconfig")
 		e.kubectl = firstExecutable(filepath.Join(e.root, "bin/k8s/1.37.2/kubectl"), "kubectl")
 	}
@@ -250,6 +256,9 @@ func (e *env) installChart() error {
 
 func (e *env) teardown() {
 	if !e.ownCluster {
+		if e.kubeconfig == filepath.Join(e.root, "bin/cluster/kubeconfig") {
+			logf("the cluster was up before this run and stays up (hack/local-cluster.sh down removes it)")
+		}
 		return
 	}
 	if v := os.Getenv("E2E_KEEP_CLUSTER"); v == "1" || v == "true" {
