@@ -39,7 +39,7 @@ func (r *SessionClusterReconciler) render(_ context.Context, p *pass) error {
 }
 
 // applyConcurrency bounds the requests one pass has in flight.
-const applyConcurrency = 8
+const applyConcurrency = 16
 
 // applyChildren first checks that no child name is taken by someone else, then writes
 // every child that differs from what it should be. A conflict stops the pass before the

@@ -34,6 +34,16 @@ func init() {
 	utilruntime.Must(gatewayv1.Install(Scheme))
 }
 
+// Defaults of the manager's flags that the scale benchmark also runs with (docs/benchmarks.md).
+// Two workers writing up to 16 children each at once keep a creation storm's reconciles
+// short without starving throughput; the QPS allows a thousand SessionClusters to converge
+// in about a minute, and the apiserver's priority and fairness still applies.
+const (
+	DefaultMaxConcurrentReconciles = 2
+	DefaultQPS                     = 100
+	DefaultBurst                   = 200
+)
+
 // DefaultGCPercent is the manager's GOGC unless the environment sets one. Most of its heap
 // is the long-lived cache of children, so collecting at half the live heap instead of the
 // whole of it costs little CPU and keeps the resident set near the cache's size.

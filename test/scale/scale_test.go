@@ -77,7 +77,7 @@ func runManager() int {
 		return 1
 	}
 	conc, _ := strconv.Atoi(os.Getenv("SCALE_CONCURRENCY"))
-	qps := envInt("SCALE_QPS", 50)
+	qps := envInt("SCALE_QPS", manager.DefaultQPS)
 	mgr, err := manager.New(cfg, manager.Options{
 		MetricsAddr: os.Getenv("SCALE_METRICS"), ProbeAddr: "0", PprofAddr: os.Getenv("SCALE_PPROF"),
 		MaxConcurrentReconciles: conc, QPS: float32(qps), Burst: 2 * qps, Observer: primaryIsFirst{},
@@ -345,7 +345,7 @@ type results struct {
 
 func TestScale(t *testing.T) {
 	n := envInt("SCALE_N", 1000)
-	concurrency := envInt("SCALE_CONCURRENCY", 4)
+	concurrency := envInt("SCALE_CONCURRENCY", manager.DefaultMaxConcurrentReconciles)
 	idle := envDuration("SCALE_IDLE", 60*time.Second)
 	env, cfg, err := testenv.Start()
 	if err != nil {
@@ -362,7 +362,7 @@ func TestScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	res := results{N: n, Concurrency: concurrency, QPS: envInt("SCALE_QPS", 50), GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
+	res := results{N: n, Concurrency: concurrency, QPS: envInt("SCALE_QPS", manager.DefaultQPS), GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
 
 	// The fleet: 20 SessionClusters per namespace.
 	var fleet []*sessionv1.SessionCluster
