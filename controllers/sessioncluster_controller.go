@@ -26,10 +26,11 @@ import (
 	"github.com/sessionops/session-operator/internal/store"
 )
 
-// How often a SessionCluster with a store is looked at again without any event: quickly
-// while the store is not ready, slowly once it is (Sentinel announcements wake it sooner).
+// How often a SessionCluster with a store is looked at again without any event. Most
+// changes arrive as events (workload status, Sentinel announcements through the Waker);
+// these are the fallback, a little sooner while the store is not ready.
 const (
-	requeueStoreNotReady = 10 * time.Second
+	requeueStoreNotReady = 30 * time.Second
 	requeueStoreReady    = 60 * time.Second
 	requeueProblem       = 30 * time.Second
 	requeueSoon          = 2 * time.Second
