@@ -534,10 +534,13 @@ func writesResumed(oks []time.Time, killedAt time.Time) (time.Time, bool) {
 	return best, bestGap >= 0
 }
 
-// killRedis SIGKILLs the Redis server of pod, from the node's container runtime: no
-// preStop, no SHUTDOWN, no goodbye to the replicas or Sentinels. (A `kill -9 1` from
-// kubectl exec cannot do it: the kernel ignores SIGKILL sent to a PID namespace's init
-// from inside it.) Where the test cannot reach the runtime it force-deletes the pod.
+// killRedis SIGKILLs the Redis server of pod: no preStop, no SHUTDOWN, no goodbye to the
+// replicas or Sentinels; the kubelet restarts the container in place. On the local cluster
+// and kind the signal comes from the node's container runtime (ctr tasks kill); elsewhere
+// through kubectl exec, which works because the store's pods share their process
+// namespace, so redis-server is not the namespace's init (the kernel ignores a SIGKILL
+// sent to init from inside its namespace: `kill -9 1` would do nothing). As a last resort
+// the pod is force-deleted. E2E_KILL=runtime|exec|force picks one.
 func (e *env) killRedis(pod string) (string, error) {
 	ctx := context.Background()
 	p := &corev1.Pod{}
@@ -550,24 +553,38 @@ func (e *env) killRedis(pod string) (string, error) {
 			id = strings.TrimPrefix(cs.ContainerID, "containerd://")
 		}
 	}
+	method := os.Getenv("E2E_KILL")
 	sock := filepath.Join(e.root, "bin/cluster/state/run/containerd.sock")
-	switch {
-	case id == "":
-	case e.cluster == "local" && fileExists(sock):
-		out, err := exec.Command("ctr", "--address", sock, "--namespace", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id).CombinedOutput()
-		if err != nil {
-			return "", fmt.Errorf("ctr tasks kill: %v: %s", err, out)
+	if method == "" {
+		method = "exec"
+		if id != "" && ((e.cluster == "local" && fileExists(sock)) || e.cluster == "kind") {
+			method = "runtime"
 		}
-		return "SIGKILL to redis-server (ctr tasks kill on the node)", nil
-	case e.cluster == "kind":
-		node := envOr("KIND_CLUSTER_NAME", "session-operator") + "-control-plane"
-		out, err := exec.Command("docker", "exec", node, "ctr", "--namespace", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id).CombinedOutput()
-		if err != nil {
-			return "", fmt.Errorf("docker exec %s ctr tasks kill: %v: %s", node, err, out)
-		}
-		return "SIGKILL to redis-server (ctr tasks kill in the kind node)", nil
 	}
-	return "kubectl delete pod --grace-period=0 --force", e.c.Delete(ctx, p, client.GracePeriodSeconds(0))
+	switch method {
+	case "runtime":
+		var cmd *exec.Cmd
+		if e.cluster == "kind" {
+			node := envOr("KIND_CLUSTER_NAME", "session-operator") + "-control-plane"
+			cmd = exec.Command("docker", "exec", node, "ctr", "--namespace", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id)
+		} else {
+			cmd = exec.Command("ctr", "--address", sock, "--namespace", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("%s: %v: %s", strings.Join(cmd.Args, " "), err, out)
+		}
+		return "SIGKILL to redis-server from the node's runtime (ctr tasks kill)", nil
+	case "exec":
+		script := `for p in /proc/[0-9]*; do if [ "$(cat $p/comm 2>/dev/null)" = redis-server ]; then kill -9 ${p#/proc/} && echo killed ${p#/proc/}; fi; done`
+		out, err := e.kc("-n", nsStore, "exec", pod, "-c", "redis", "--", "sh", "-c", script)
+		if err != nil || !strings.Contains(out, "killed") {
+			return "", fmt.Errorf("kill -9 redis-server in %s: %v: %q", pod, err, out)
+		}
+		return "kill -9 of redis-server through kubectl exec (" + strings.TrimSpace(out) + ")", nil
+	case "force":
+		return "kubectl delete pod --grace-period=0 --force", e.c.Delete(ctx, p, client.GracePeriodSeconds(0))
+	}
+	return "", fmt.Errorf("E2E_KILL=%s: want runtime, exec or force", method)
 }
 
 // testNoZombies: the probes and scripts fork short-lived processes in the Redis and
