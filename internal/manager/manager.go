@@ -88,6 +88,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		PprofBindAddress:       o.PprofAddr,
 		LeaderElection:         o.LeaderElect,
 		LeaderElectionID:       "session-operator.session.sessionops.dev",
+		// A stopping manager gives up its lease, so its successor (a rolling update, a
+		// deleted pod) takes over in seconds rather than after the lease expires. Safe
+		// because the manager exits as soon as Start returns.
+		LeaderElectionReleaseOnCancel: true,
 		Cache:                  controllers.CacheOptions(o.Namespaces, httpRoutes),
 	})
 	if err != nil {
