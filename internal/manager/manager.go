@@ -92,7 +92,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		// deleted pod) takes over in seconds rather than after the lease expires. Safe
 		// because the manager exits as soon as Start returns.
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                  controllers.CacheOptions(o.Namespaces, httpRoutes),
+		Cache:                         controllers.CacheOptions(o.Namespaces, httpRoutes),
 	})
 	if err != nil {
 		return nil, err
