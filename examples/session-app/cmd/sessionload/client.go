@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -171,4 +172,24 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func printJSON(w io.Writer, v any) {
 	b, _ := json.Marshal(v)
 	fmt.Fprintln(w, string(b))
+}
+
+// parallelFor calls fn(i) for every i in [0, n) from at most workers goroutines.
+func parallelFor(n, workers int, fn func(i int)) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, workers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				fn(i)
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
 }

@@ -64,38 +64,25 @@ func cmdCreate(args []string, stdout, stderr io.Writer) int {
 			firstErr = err.Error()
 		}
 	}
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for w := 0; w < *concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				base := urls[i%len(urls)]
-				r := c.login(context.Background(), base)
-				latencies[i] = r.Latency
-				if r.Err != nil {
-					fail(true, r.Err)
-					continue
-				}
-				s := &sessionState{ID: r.Body.ID, Acked: r.Body.Counter, URL: base}
-				for b := 0; b < *bumps; b++ {
-					r := c.bump(context.Background(), base, s.ID)
-					if r.Err != nil {
-						fail(false, r.Err)
-						continue
-					}
-					s.Acked = max(s.Acked, r.Body.Counter)
-				}
-				sessions[i] = s
+	parallelFor(*n, *concurrency, func(i int) {
+		base := urls[i%len(urls)]
+		r := c.login(context.Background(), base)
+		latencies[i] = r.Latency
+		if r.Err != nil {
+			fail(true, r.Err)
+			return
+		}
+		s := &sessionState{ID: r.Body.ID, Acked: r.Body.Counter, URL: base}
+		for b := 0; b < *bumps; b++ {
+			r := c.bump(context.Background(), base, s.ID)
+			if r.Err != nil {
+				fail(false, r.Err)
+				continue
 			}
-		}()
-	}
-	for i := 0; i < *n; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+			s.Acked = max(s.Acked, r.Body.Counter)
+		}
+		sessions[i] = s
+	})
 
 	st := &stateFile{Version: 1, Created: start.UTC(), URLs: urls}
 	perURL := map[string]int{}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 )
 
@@ -67,48 +66,35 @@ func cmdVerify(args []string, stdout, stderr io.Writer) int {
 	c := newAppClient(*timeout, *concurrency)
 	problems := make([]*lostSession, len(st.Sessions))
 	latencies := make([]time.Duration, len(st.Sessions))
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for w := 0; w < *concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				s := st.Sessions[i]
-				base := urls[i%len(urls)]
-				var r result
-				for attempt := 0; ; attempt++ {
-					r = c.peek(context.Background(), base, s.ID)
-					transient := r.Status == 0 || r.Status >= 500
-					if !transient || attempt >= *retries {
-						break
-					}
-					time.Sleep(500 * time.Millisecond)
-				}
-				latencies[i] = r.Latency
-				p := &lostSession{ID: s.ID, Acked: s.Acked, Status: r.Status, URL: base}
-				switch {
-				case r.Status == http.StatusOK && r.Body.Counter >= s.Acked:
-					continue
-				case r.Status == http.StatusOK:
-					p.Reason, p.Got = "rolled_back", r.Body.Counter
-				case r.Status == http.StatusUnauthorized:
-					p.Reason = "unknown"
-				default:
-					p.Reason = "unverified"
-				}
-				if r.Err != nil {
-					p.Err = r.Err.Error()
-				}
-				problems[i] = p
+	parallelFor(len(st.Sessions), *concurrency, func(i int) {
+		s := st.Sessions[i]
+		base := urls[i%len(urls)]
+		var r result
+		for attempt := 0; ; attempt++ {
+			r = c.peek(context.Background(), base, s.ID)
+			transient := r.Status == 0 || r.Status >= 500
+			if !transient || attempt >= *retries {
+				break
 			}
-		}()
-	}
-	for i := range st.Sessions {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+			time.Sleep(500 * time.Millisecond)
+		}
+		latencies[i] = r.Latency
+		p := &lostSession{ID: s.ID, Acked: s.Acked, Status: r.Status, URL: base}
+		switch {
+		case r.Status == http.StatusOK && r.Body.Counter >= s.Acked:
+			return
+		case r.Status == http.StatusOK:
+			p.Reason, p.Got = "rolled_back", r.Body.Counter
+		case r.Status == http.StatusUnauthorized:
+			p.Reason = "unknown"
+		default:
+			p.Reason = "unverified"
+		}
+		if r.Err != nil {
+			p.Err = r.Err.Error()
+		}
+		problems[i] = p
+	})
 
 	sum := verifySummary{Command: "verify", Checked: len(st.Sessions), Latency: summarize(latencies)}
 	var all []lostSession
