@@ -9,7 +9,8 @@ K8S_VERSION ?= 1.37.2
 GO ?= go
 CONTROLLER_GEN ?= $(GO) tool controller-gen
 BIN := $(CURDIR)/bin
-ENVTEST_ASSETS = $(shell K8S_VERSION=$(K8S_VERSION) hack/envtest-assets.sh)
+# Found or built once per make run, when a recipe first needs it (the lazy-once idiom).
+ENVTEST_ASSETS = $(eval ENVTEST_ASSETS := $$(shell K8S_VERSION=$(K8S_VERSION) hack/envtest-assets.sh))$(ENVTEST_ASSETS)
 export GOTOOLCHAIN ?= local
 
 .PHONY: help
@@ -44,8 +45,14 @@ check-generated: ## Fail when generated files are stale.
 envtest-assets: ## Find or build etcd, kube-apiserver and kubectl for envtest (bin/k8s).
 	@echo "KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS)"
 
+# deps-redis installs Debian's Redis packages when they are missing (one line says so), or
+# stops at once with the command to run; every target that starts Redis depends on it.
+.PHONY: deps-redis
+deps-redis:
+	@hack/deps.sh redis
+
 .PHONY: test
-test: check-generated vet envtest-assets ## Unit and envtest suites, the reference app's tests, and stale-file checks.
+test: deps-redis check-generated vet envtest-assets ## Unit and envtest suites, the reference app's tests (real Redis), and stale-file checks.
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test ./... -count=1
 	cd examples/session-app && $(GO) test ./... -count=1
 

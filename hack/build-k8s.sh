@@ -90,8 +90,20 @@ build_k8s() {
   mv "$out/$bin.tmp" "$out/$bin"
 }
 
+# Rough first-build times on 2 cores with an empty Go cache (a warm cache makes each a few
+# seconds of linking); printed so that a long build is not mistaken for a hang.
+declare -A first_build=(
+  [etcd]="1-2 min" [kube-apiserver]="4-15 min" [kubectl]="1-4 min" [kubelet]="1-4 min"
+  [kube-controller-manager]="1-4 min" [kube-scheduler]="1-3 min" [kube-proxy]="1-3 min"
+)
+
 for b in "${want[@]}"; do
   start=$(date +%s)
+  if [ ! -x "$out/$b" ]; then
+    ver=$K8S_VERSION
+    [ "$b" = etcd ] && ver=$ETCD_VERSION
+    echo "building $b v$ver from Go module sources (first time: ${first_build[$b]:-a few min}; cached in bin/k8s/$K8S_VERSION)" >&2
+  fi
   case "$b" in
     etcd) build_etcd ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl) build_k8s "$b" ;;

@@ -29,7 +29,7 @@ endef
 ##@ Data path
 
 .PHONY: test-datapath
-test-datapath: ## Rendered store on real redis-server/redis-sentinel + reference app: kills, failovers, no lost session or acknowledged write. Writes bin/results/datapath.json.
+test-datapath: deps-redis ## Rendered store on real redis-server/redis-sentinel + reference app: kills, failovers, no lost session or acknowledged write. Writes bin/results/datapath.json.
 	@mkdir -p $(BIN)/results && rm -f $(BIN)/results/datapath.summary $(BIN)/results/bench-datapath.summary
 	@rc=0; DATAPATH_RESULTS_DIR=$(BIN)/results $(GO) test -tags datapath ./test/datapath/ -skip '^TestBenchDataPath$$' \
 		-count=1 -v -timeout $(DATAPATH_TIMEOUT) || rc=$$?; \
@@ -38,7 +38,7 @@ test-datapath: ## Rendered store on real redis-server/redis-sentinel + reference
 	exit $$rc
 
 .PHONY: bench-datapath
-bench-datapath: ## Session throughput and p50/p99 through the reference app beside redis-benchmark GET/SET (1 KB) on the same primary. Writes bin/results/bench-datapath.json and docs/benchmarks.md's "Data path" section.
+bench-datapath: deps-redis ## Session throughput and p50/p99 through the reference app beside redis-benchmark GET/SET (1 KB) on the same primary. Writes bin/results/bench-datapath.json and docs/benchmarks.md's "Data path" section.
 	@mkdir -p $(BIN)/results && rm -f $(BIN)/results/datapath.summary $(BIN)/results/bench-datapath.summary
 	@rc=0; DATAPATH_RESULTS_DIR=$(BIN)/results DATAPATH_BENCH_DOC=$(CURDIR)/docs/benchmarks.md \
 		$(GO) test -tags datapath ./test/datapath/ -run '^TestBenchDataPath$$' -count=1 -v -timeout $(DATAPATH_TIMEOUT) || rc=$$?; \

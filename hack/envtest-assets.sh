@@ -2,7 +2,8 @@
 # Prints a directory holding etcd, kube-apiserver and kubectl for envtest
 # (KUBEBUILDER_ASSETS). In order: an existing KUBEBUILDER_ASSETS, the cached build in
 # bin/k8s/<version>, setup-envtest where it can download, else a build from Go module
-# sources (hack/build-k8s.sh; about 8 minutes the first time on 2 cores).
+# sources (hack/build-k8s.sh; 5 to 15 minutes the first time on 2 cores, depending on the
+# machine's load: kube-apiserver alone took 907 s on a loaded fresh machine).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 K8S_VERSION=${K8S_VERSION:-1.37.2}
@@ -24,5 +25,8 @@ if [ "${ENVTEST_TRY_DOWNLOAD:-1}" = 1 ]; then
   fi
   echo "setup-envtest could not download; building the control plane from Go module sources" >&2
 fi
-"$root/hack/build-k8s.sh" etcd kube-apiserver kubectl >&2
+echo "envtest: building etcd, kube-apiserver and kubectl from Go module sources into bin/k8s/$K8S_VERSION;" \
+  "the first time takes 5 to 15 minutes on 2 cores (it has not hung), later runs reuse them" >&2
+# Only the path goes to stdout (the Makefile reads it); progress goes to stderr.
+"$root/hack/build-k8s.sh" etcd kube-apiserver kubectl >/dev/null
 echo "$cached"

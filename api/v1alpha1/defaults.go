@@ -79,6 +79,9 @@ func (s *SessionClusterSpec) WithDefaults() SessionClusterSpec {
 			st.Auth.ExistingSecretKey = DefaultSecretKey
 		}
 	}
+	if out.Mode == ModeSticky && out.Sticky == nil {
+		out.Sticky = &StickySpec{}
+	}
 	if sk := out.Sticky; sk != nil {
 		if sk.CookieName == "" {
 			sk.CookieName = DefaultCookieName

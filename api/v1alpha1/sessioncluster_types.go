@@ -50,7 +50,6 @@ type SessionCluster struct {
 // SessionClusterSpec describes the apps, where their sessions live and how users reach them.
 // +kubebuilder:validation:XValidation:rule="self.mode != 'Store' || has(self.store)",message="spec.store is required when spec.mode is Store",fieldPath=".store",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="self.mode != 'Clustered' || !has(self.store)",message="spec.store is not allowed when spec.mode is Clustered: the app pods hold the sessions",fieldPath=".store",reason=FieldValueForbidden
-// +kubebuilder:validation:XValidation:rule="self.mode != 'Sticky' || has(self.sticky)",message="spec.sticky is required when spec.mode is Sticky",fieldPath=".sticky",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Sticky' || !has(self.sticky)",message="spec.sticky is only allowed when spec.mode is Sticky",fieldPath=".sticky",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Clustered' || !has(self.clustering)",message="spec.clustering is only allowed when spec.mode is Clustered",fieldPath=".clustering",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="!has(self.ingress) || self.apps.all(a, self.apps.exists_one(b, b.path == a.path))",message="spec.apps[].path must be unique when spec.ingress is set: two apps cannot serve the same path",fieldPath=".apps"
@@ -79,7 +78,8 @@ type SessionClusterSpec struct {
 	// +optional
 	Store *StoreSpec `json:"store,omitempty"`
 
-	// sticky configures cookie affinity. Required for Sticky.
+	// sticky configures cookie affinity for Sticky; every field has a default, so
+	// `mode: Sticky` alone pins users with the default cookie. Forbidden for the other modes.
 	// +optional
 	Sticky *StickySpec `json:"sticky,omitempty"`
 

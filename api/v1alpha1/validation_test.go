@@ -80,7 +80,9 @@ func TestValidManifestsAreAccepted(t *testing.T) {
 		"sticky-hybrid": {"spec": m{"mode": "Sticky", "sticky": m{"cookieName": "route", "maxAge": "2h", "mode": "Persistent"},
 			"ingress": m{"host": "shop.example.com", "tls": m{"secretName": "shop-tls"}}}},
 		"sticky-only": {"spec": m{"mode": "Sticky", "store": nil, "sticky": m{"clientIP": m{"timeout": "1h"}}}},
-		"clustered":   {"spec": m{"mode": "Clustered", "store": nil, "clustering": m{"port": 4000, "discovery": "KubernetesAPI"}}},
+		// Every field of spec.sticky has a default, so the mode alone is enough.
+		"sticky-mode-alone": {"spec": m{"mode": "Sticky", "store": nil}},
+		"clustered":         {"spec": m{"mode": "Clustered", "store": nil, "clustering": m{"port": 4000, "discovery": "KubernetesAPI"}}},
 		"store-full": {"spec": m{"session": m{"ttl": "1h30m"}, "store": m{"replicas": 5, "minReplicasToWrite": 2, "maxMemory": "1Gi",
 			"sentinel":    m{"replicas": 5, "quorum": 3, "downAfter": "2500ms", "failoverTimeout": "2m"},
 			"persistence": m{"size": "1Gi", "storageClassName": "fast", "deleteClaim": true},
@@ -122,7 +124,6 @@ func TestInvalidManifestsNameTheField(t *testing.T) {
 		{"name too long for child names", m{"metadata": m{"name": long}}, "metadata.name"},
 		{"minReplicasToWrite not below replicas", m{"spec": m{"store": m{"replicas": 3, "minReplicasToWrite": 3}}}, "spec.store.minReplicasToWrite"},
 		{"maxMemory too small", m{"spec": m{"store": m{"maxMemory": "1Mi"}}}, "spec.store.maxMemory"},
-		{"sticky mode without sticky", m{"spec": m{"mode": "Sticky"}}, "spec.sticky"},
 		{"clustering outside Clustered", m{"spec": m{"clustering": m{"port": 4000}}}, "spec.clustering"},
 		{"gateway without parentRefs", m{"spec": m{"ingress": m{"host": "a.example.com", "controller": "GatewayAPI"}}}, "spec.ingress.parentRefs"},
 		{"two apps on one path", m{"spec": m{"ingress": m{"host": "a.example.com"},

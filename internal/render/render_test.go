@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -407,5 +408,32 @@ func TestRenderIsPure(t *testing.T) {
 func TestRenderRefusesAStoreWithoutPassword(t *testing.T) {
 	if _, err := Render(cluster(sessionv1.ModeStore), Options{}, Inputs{}); err == nil {
 		t.Error("rendered a generated auth Secret with an empty password")
+	}
+}
+
+// TestStickyModeAloneUsesTheDefaultCookie: every field of spec.sticky has a default, so a
+// spec with `mode: Sticky` and no `sticky` block still pins users.
+func TestStickyModeAloneUsesTheDefaultCookie(t *testing.T) {
+	sc := cluster(sessionv1.ModeSticky, func(s *sessionv1.SessionClusterSpec) {
+		s.Sticky = nil
+		s.Ingress = &sessionv1.IngressSpec{Host: "shop.example.com"}
+	})
+	d := mustRender(t, sc)
+	var found bool
+	for _, o := range d.Objects {
+		ing, ok := o.(*networkingv1.Ingress)
+		if !ok {
+			continue
+		}
+		found = true
+		if got := ing.Annotations[nginxPrefix+"session-cookie-name"]; got != sessionv1.DefaultCookieName {
+			t.Errorf("Ingress %s cookie name = %q, want the default %q", ing.Name, got, sessionv1.DefaultCookieName)
+		}
+		if got := ing.Annotations[nginxPrefix+"affinity"]; got != "cookie" {
+			t.Errorf("Ingress %s affinity = %q, want cookie", ing.Name, got)
+		}
+	}
+	if !found {
+		t.Fatal("no Ingress rendered for a Sticky spec with an ingress")
 	}
 }
