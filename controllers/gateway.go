@@ -1,13 +1,23 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 )
 
 // httpRouteKind is the Gateway API kind the operator writes.
@@ -38,19 +48,54 @@ func (g *GatewayDetector) Installed() bool {
 }
 
 // GatewayAPIServed asks the apiserver directly, before a manager (and its cache) exists.
+// A discovery error other than "not found" is retried a few times; if it persists the
+// answer is false, and the reconciler starts the HTTPRoute watch once discovery sees the
+// kind (watchHTTPRoutes), so an apiserver hiccup at start does not leave routes unwatched.
 func GatewayAPIServed(cfg *rest.Config) bool {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return false
 	}
-	list, err := dc.ServerResourcesForGroupVersion(httpRouteKind.GroupVersion().String())
-	if err != nil {
-		return false
-	}
-	for _, r := range list.APIResources {
-		if r.Kind == httpRouteKind.Kind {
-			return true
+	backoff := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		list, err := dc.ServerResourcesForGroupVersion(httpRouteKind.GroupVersion().String())
+		if err == nil {
+			for _, r := range list.APIResources {
+				if r.Kind == httpRouteKind.Kind {
+					return true
+				}
+			}
+			return false
 		}
+		if apierrors.IsNotFound(err) || attempt == 4 {
+			return false
+		}
+		time.Sleep(backoff)
+		backoff *= 2
 	}
-	return false
+}
+
+func (r *SessionClusterReconciler) routesWatched() bool {
+	r.routeWatchMu.Lock()
+	defer r.routeWatchMu.Unlock()
+	return r.WatchHTTPRoutes
+}
+
+// watchHTTPRoutes starts watching HTTPRoutes the first time a pass finds the Gateway API
+// installed when it was not at start. That informer is not label-selected (the cache's
+// options are fixed at start); a restart of the manager brings back the selected one.
+func (r *SessionClusterReconciler) watchHTTPRoutes(ctx context.Context) error {
+	r.routeWatchMu.Lock()
+	defer r.routeWatchMu.Unlock()
+	if r.WatchHTTPRoutes || r.ctrl == nil || !r.gatewayAPIInstalled() {
+		return nil
+	}
+	src := source.Kind(r.cache, client.Object(&gatewayv1.HTTPRoute{}),
+		handler.EnqueueRequestForOwner(r.Scheme(), r.RESTMapper(), &sessionv1.SessionCluster{}, handler.OnlyControllerOwner()))
+	if err := r.ctrl.Watch(src); err != nil {
+		return fmt.Errorf("watching httproutes: %w", err)
+	}
+	r.WatchHTTPRoutes = true
+	log.FromContext(ctx).Info("gateway API found after start: watching HTTPRoutes")
+	return nil
 }

@@ -17,6 +17,11 @@ import (
 // whether the Gateway API is installed.
 func (r *SessionClusterReconciler) readInputs(ctx context.Context, p *pass) error {
 	p.inputs.GatewayAPI = r.gatewayAPIInstalled()
+	if p.inputs.GatewayAPI {
+		if err := r.watchHTTPRoutes(ctx); err != nil {
+			return err
+		}
+	}
 	if !p.spec.HasStore() {
 		return nil
 	}

@@ -28,6 +28,7 @@ func (r *SessionClusterReconciler) observeStore(ctx context.Context, p *pass) er
 	if p.sentinelSet, err = r.getStatefulSet(ctx, p.sc.Namespace, n.Sentinel()); err != nil {
 		return err
 	}
+	p.storeObserved = p.storeSet == nil || p.sentinelSet == nil || p.inputs.Password != ""
 	if p.storeSet == nil || p.sentinelSet == nil || p.inputs.Password == "" {
 		return nil
 	}
@@ -79,7 +80,7 @@ func (r *SessionClusterReconciler) labelRoles(ctx context.Context, p *pass, prim
 // observeApps reads each app's Deployment.
 func (r *SessionClusterReconciler) observeApps(ctx context.Context, p *pass) error {
 	n := render.NamesFor(p.sc, r.Render.ClusterDomain)
-	p.deployments = map[string]*appsv1.Deployment{}
+	found := map[string]*appsv1.Deployment{}
 	for _, app := range p.spec.Apps {
 		d := &appsv1.Deployment{}
 		err := r.Get(ctx, client.ObjectKey{Namespace: p.sc.Namespace, Name: n.App(app.Name)}, d)
@@ -89,8 +90,9 @@ func (r *SessionClusterReconciler) observeApps(ctx context.Context, p *pass) err
 		if err != nil {
 			return fmt.Errorf("reading deployment of app %s: %w", app.Name, err)
 		}
-		p.deployments[app.Name] = d
+		found[app.Name] = d
 	}
+	p.deployments = found
 	return nil
 }
 

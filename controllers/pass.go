@@ -29,9 +29,11 @@ type pass struct {
 
 	storeSet    *appsv1.StatefulSet
 	sentinelSet *appsv1.StatefulSet
-	observed    *store.Observation
-	observeErr  error
-	deployments map[string]*appsv1.Deployment
+	// storeObserved is set when observeStore read the store's workloads this pass.
+	storeObserved bool
+	observed      *store.Observation
+	observeErr    error
+	deployments   map[string]*appsv1.Deployment
 
 	// requeueSoon asks for another pass shortly: a child is waiting on the garbage collector.
 	requeueSoon bool

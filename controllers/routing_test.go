@@ -203,6 +203,23 @@ func TestGatewayAPI(t *testing.T) {
 	}
 	waitCondition(t, ns, "shop", sessionv1.ConditionRoutingReady, metav1.ConditionTrue, sessionv1.ReasonReady)
 
+	// The CRD appeared after the manager started, and HTTPRoutes are watched from then on:
+	// a deleted route comes back with no other event (this Sticky cluster has no store, so
+	// nothing requeues it).
+	if err := k8s.Delete(context.Background(), route); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		again := &gatewayv1.HTTPRoute{}
+		if err := get(t, ns, "shop", again); err != nil {
+			return err
+		}
+		if again.UID == route.UID {
+			return errors.New("the deleted route is still there")
+		}
+		return nil
+	})
+
 	// Back to an Ingress controller: the route goes, an Ingress comes.
 	if err := get(t, ns, "shop", sc); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -55,6 +58,11 @@ type SessionClusterReconciler struct {
 	WatchHTTPRoutes bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// ctrl and cache let a pass add the HTTPRoute watch when the Gateway API appears later.
+	ctrl         controller.Controller
+	cache        cache.Cache
+	routeWatchMu sync.Mutex
 }
 
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
@@ -71,10 +79,13 @@ type SessionClusterReconciler struct {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
-// step is one named part of a reconcile pass.
+// step is one named part of a reconcile pass. Writing steps run only while every earlier
+// step succeeded (no half-written stack); observing steps run always, so one failing write
+// does not blank the ready counts, the primary or the failover record in status.
 type step struct {
-	name string
-	run  func(context.Context, *pass) error
+	name    string
+	run     func(context.Context, *pass) error
+	observe bool
 }
 
 // Reconcile reads the SessionCluster, renders its children, writes what differs, removes
@@ -95,52 +106,66 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, nil
 	}
 	p := &pass{sc: sc, spec: sc.Spec.WithDefaults(), now: r.now()}
+	var errs []error
 	for _, s := range []step{
-		{"readInputs", r.readInputs},
-		{"render", r.render},
-		{"applyChildren", r.applyChildren},
-		{"pruneChildren", r.pruneChildren},
-		{"observeStore", r.observeStore},
-		{"observeApps", r.observeApps},
+		{name: "readInputs", run: r.readInputs},
+		{name: "render", run: r.render},
+		{name: "applyChildren", run: r.applyChildren},
+		{name: "pruneChildren", run: r.pruneChildren},
+		{name: "observeStore", run: r.observeStore, observe: true},
+		{name: "observeApps", run: r.observeApps, observe: true},
 	} {
+		if p.failedErr != nil && !s.observe {
+			continue
+		}
 		if err := s.run(ctx, p); err != nil {
-			p.failed, p.failedErr = s.name, err
+			if p.failedErr == nil {
+				p.failed, p.failedErr = s.name, err
+			}
 			metrics.ReconcileErrors.WithLabelValues(s.name).Inc()
-			break
+			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
 		}
 	}
-	if err := r.writeStatus(ctx, p); err != nil {
+	written, err := r.writeStatus(ctx, p)
+	if err != nil {
 		metrics.ReconcileErrors.WithLabelValues("writeStatus").Inc()
-		return ctrl.Result{}, err
+		errs = append(errs, err)
 	}
-	if p.failedErr != nil {
-		return ctrl.Result{}, fmt.Errorf("%s: %w", p.failed, p.failedErr)
+	if len(errs) > 0 {
+		return ctrl.Result{}, errors.Join(errs...)
+	}
+	if !written {
+		// Someone else changed the SessionCluster since it was read; the transitions this
+		// pass saw are announced by the pass that writes them.
+		return ctrl.Result{RequeueAfter: requeueSoon}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.requeueAfter(p)}, nil
 }
 
-// writeStatus computes the status, announces the transitions a user would act on, and
-// writes it only when it changed.
-func (r *SessionClusterReconciler) writeStatus(ctx context.Context, p *pass) error {
+// writeStatus computes the status and writes it only when it changed; then, and only
+// when what they describe is stored, it announces the transitions a user would act on, so
+// a failed write never repeats an event or counts a failover twice. It reports whether
+// the status now stored is this pass's.
+func (r *SessionClusterReconciler) writeStatus(ctx context.Context, p *pass) (bool, error) {
 	status, fo := computeStatus(p, r.Render.ClusterDomain)
-	r.announce(ctx, p, status, fo)
-	if equality.Semantic.DeepEqual(status, p.sc.Status) {
-		return nil
-	}
-	base := p.sc.DeepCopy()
-	p.sc.Status = status
-	if err := r.Status().Patch(ctx, p.sc, client.MergeFrom(base)); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			return nil
+	prev := p.sc.Status.DeepCopy()
+	if !equality.Semantic.DeepEqual(status, p.sc.Status) {
+		base := p.sc.DeepCopy()
+		p.sc.Status = status
+		if err := r.Status().Patch(ctx, p.sc, client.MergeFrom(base)); err != nil {
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			return false, fmt.Errorf("writing status: %w", err)
 		}
-		return fmt.Errorf("writing status: %w", err)
 	}
-	return nil
+	r.announce(ctx, p, prev, status, fo)
+	return true, nil
 }
 
 // announce emits events and metrics for transitions only: a failover, or a newly
 // degraded cluster. Steady states are in status, not in a stream of repeated events.
-func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, status sessionv1.SessionClusterStatus, fo *failover) {
+func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, prev *sessionv1.SessionClusterStatus, status sessionv1.SessionClusterStatus, fo *failover) {
 	ns, name := p.sc.Namespace, p.sc.Name
 	if fo != nil {
 		metrics.Failovers.WithLabelValues(ns, name).Inc()
@@ -157,12 +182,12 @@ func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, status
 			metrics.SessionsStored.WithLabelValues(ns, name).Set(float64(p.observed.Keys))
 		}
 	}
-	wasRouting := meta.FindStatusCondition(p.sc.Status.Conditions, sessionv1.ConditionRoutingReady)
+	wasRouting := meta.FindStatusCondition(prev.Conditions, sessionv1.ConditionRoutingReady)
 	nowRouting := meta.FindStatusCondition(status.Conditions, sessionv1.ConditionRoutingReady)
 	if nowRouting.Reason == sessionv1.ReasonGatewayAPIMissing && (wasRouting == nil || wasRouting.Reason != nowRouting.Reason) {
 		r.Events.Eventf(p.sc, nil, corev1.EventTypeWarning, sessionv1.ReasonGatewayAPIMissing, "Reconcile", "%s", nowRouting.Message)
 	}
-	was := meta.FindStatusCondition(p.sc.Status.Conditions, sessionv1.ConditionDegraded)
+	was := meta.FindStatusCondition(prev.Conditions, sessionv1.ConditionDegraded)
 	now := meta.FindStatusCondition(status.Conditions, sessionv1.ConditionDegraded)
 	if now.Status == "True" && (was == nil || was.Status != "True" || was.Reason != now.Reason) {
 		log.FromContext(ctx).Info("degraded", "reason", now.Reason, "message", now.Message)
@@ -204,7 +229,7 @@ func (r *SessionClusterReconciler) gatewayAPIInstalled() bool {
 // the Gateway API is installed.
 func (r *SessionClusterReconciler) kinds() []childKind {
 	kinds := childKinds()
-	if r.WatchHTTPRoutes || r.gatewayAPIInstalled() {
+	if r.routesWatched() || r.gatewayAPIInstalled() {
 		kinds = append(kinds, childKind{&gatewayv1.HTTPRoute{}, &gatewayv1.HTTPRouteList{}})
 	}
 	return kinds
@@ -226,5 +251,10 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Waker != nil {
 		b = b.WatchesRawSource(source.Channel(r.Waker.ch, &handler.EnqueueRequestForObject{}))
 	}
-	return b.Complete(r)
+	c, err := b.Build(r)
+	if err != nil {
+		return err
+	}
+	r.ctrl, r.cache = c, mgr.GetCache()
+	return nil
 }

@@ -53,23 +53,46 @@ func computeStatus(p *pass, domain string) (sessionv1.SessionClusterStatus, *fai
 	var fo *failover
 	if p.spec.HasStore() {
 		st.Store, fo = storeStatus(p)
-		ok, reason, msg := storeReadiness(p, st.Store)
-		set(sessionv1.ConditionStoreReady, ok, reason, "%s", msg)
+		switch {
+		case p.storeObserved:
+			ok, reason, msg := storeReadiness(p, st.Store)
+			set(sessionv1.ConditionStoreReady, ok, reason, "%s", msg)
+		case prev.Store != nil:
+			// An earlier step failed before the Sentinels could be asked (no password to ask
+			// them with): keep the last observation and its condition, with fresh counts,
+			// rather than report an empty store.
+			counts := st.Store
+			st.Store = prev.Store.DeepCopy()
+			st.Store.ReadyReplicas, st.Store.SentinelsReady = counts.ReadyReplicas, counts.SentinelsReady
+		}
+		if meta.FindStatusCondition(st.Conditions, sessionv1.ConditionStoreReady) == nil {
+			set(sessionv1.ConditionStoreReady, false, sessionv1.ReasonProgressing, "Store not observed yet")
+		}
 		st.Binding = &sessionv1.BindingReference{Name: render.NamesFor(p.sc, domain).Binding()}
 	} else {
 		set(sessionv1.ConditionStoreReady, true, sessionv1.ReasonNotRequired, "Mode %s with no store", p.spec.Mode)
 	}
 
 	st.Apps = appStatuses(p)
-	var lagging []string
+	var lagging, stalled []string
 	for _, a := range st.Apps {
 		if a.ReadyReplicas < a.Replicas {
 			lagging = append(lagging, fmt.Sprintf("%s %d/%d", a.Name, a.ReadyReplicas, a.Replicas))
 		}
+		if d := p.deployments[a.Name]; d != nil && rolloutStalled(d) {
+			stalled = append(stalled, fmt.Sprintf("%s (%d/%d pods on the current template)", a.Name, a.UpdatedReplicas, a.Replicas))
+		}
 	}
-	if len(lagging) > 0 {
+	switch {
+	case p.deployments == nil && meta.FindStatusCondition(st.Conditions, sessionv1.ConditionAppsReady) != nil:
+		// Not observed this pass: keep what the last pass reported.
+	case p.deployments == nil:
+		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonAppsNotReady, "Apps not observed yet")
+	case len(stalled) > 0:
+		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonAppRolloutStalled, "Rollout exceeded its progress deadline: %s", strings.Join(stalled, ", "))
+	case len(lagging) > 0:
 		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonAppsNotReady, "Ready replicas: %s", strings.Join(lagging, ", "))
-	} else {
+	default:
 		set(sessionv1.ConditionAppsReady, true, sessionv1.ReasonReady, "All %d apps have their ready replicas", len(st.Apps))
 	}
 
@@ -146,17 +169,34 @@ func storeReadiness(p *pass, s *sessionv1.StoreStatus) (bool, string, string) {
 }
 
 func appStatuses(p *pass) []sessionv1.AppStatus {
+	if p.deployments == nil {
+		return p.sc.Status.Apps
+	}
 	out := make([]sessionv1.AppStatus, 0, len(p.spec.Apps))
 	for _, app := range p.spec.Apps {
 		a := sessionv1.AppStatus{Name: app.Name, Replicas: *app.Replicas}
 		if d := p.deployments[app.Name]; d != nil && d.Status.ObservedGeneration >= d.Generation {
 			a.ReadyReplicas = d.Status.ReadyReplicas
+			a.UpdatedReplicas = d.Status.UpdatedReplicas
 		} else if d != nil {
+			// The Deployment controller has not seen the latest template yet: none of the
+			// pods is known to run it.
 			a.ReadyReplicas = min(d.Status.ReadyReplicas, d.Status.UpdatedReplicas)
 		}
 		out = append(out, a)
 	}
 	return out
+}
+
+// rolloutStalled reports a Deployment whose rollout passed its progress deadline: the
+// Deployment controller says so in its Progressing condition.
+func rolloutStalled(d *appsv1.Deployment) bool {
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentProgressing && c.Status == "False" && c.Reason == "ProgressDeadlineExceeded" {
+			return d.Status.ObservedGeneration >= d.Generation
+		}
+	}
+	return false
 }
 
 func readyOf(s *appsv1.StatefulSet) int32 {

@@ -34,6 +34,9 @@ const (
 
 	// ReasonAppsNotReady: some app Deployment lacks ready replicas.
 	ReasonAppsNotReady = "AppsNotReady"
+	// ReasonAppRolloutStalled: an app Deployment's rollout exceeded its progress deadline;
+	// old pods may still serve, but the spec's template does not.
+	ReasonAppRolloutStalled = "AppRolloutStalled"
 
 	// ReasonGatewayAPIMissing: the spec asks for an HTTPRoute but the Gateway API CRDs are not installed.
 	ReasonGatewayAPIMissing = "GatewayAPINotInstalled"

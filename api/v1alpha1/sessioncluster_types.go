@@ -559,6 +559,11 @@ type AppStatus struct {
 	// readyReplicas of the Deployment.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas"`
+
+	// updatedReplicas of the Deployment: pods on its current template. Below replicas
+	// while a rollout is under way or stalled.
+	// +optional
+	UpdatedReplicas int32 `json:"updatedReplicas"`
 }
 
 // BindingReference names a Service Binding Secret.
