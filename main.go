@@ -30,6 +30,7 @@ func main() {
 	flag.DurationVar(&o.ObserveTimeout, "store-observe-timeout", 2*time.Second, "Timeout of one question to one Sentinel.")
 	flag.StringVar(&o.ClusterDomain, "cluster-domain", render.DefaultClusterDomain, "The cluster's DNS domain.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to manage; empty manages all.")
+	flag.StringVar(&o.OperatorNamespace, "operator-namespace", "", "Namespace of the operator's pods, which the stores' NetworkPolicies admit; empty: the namespace this pod runs in.")
 	flag.Float64Var(&qps, "kube-api-qps", manager.DefaultQPS, "Queries per second the manager may send the apiserver.")
 	flag.IntVar(&o.Burst, "kube-api-burst", manager.DefaultBurst, "Burst of queries above kube-api-qps.")
 	flag.IntVar(&gcPercent, "gc-percent", manager.DefaultGCPercent, "GOGC for the manager, unless the GOGC environment variable is set.")
@@ -41,6 +42,12 @@ func main() {
 	o.QPS = float32(qps)
 	manager.TuneGC(gcPercent)
 	o.Namespaces = splitNamespaces(watchNamespaces)
+	if o.OperatorNamespace == "" {
+		o.OperatorNamespace = manager.OwnNamespace()
+	}
+	if o.OperatorNamespace == "" {
+		log.Info("not running in a pod and no --operator-namespace: stores' NetworkPolicies admit the operator's labels from any namespace")
+	}
 
 	mgr, err := manager.New(ctrl.GetConfigOrDie(), o)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -65,6 +66,9 @@ type Options struct {
 	ObserveTimeout                    time.Duration
 	ClusterDomain                     string
 	Namespaces                        []string
+	// OperatorNamespace is where the operator's pods run; the stores' NetworkPolicies
+	// admit the operator from there only.
+	OperatorNamespace string
 	// QPS and Burst bound the manager's own API requests.
 	QPS   float32
 	Burst int
@@ -117,7 +121,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		APIReader:               mgr.GetAPIReader(),
 		Events:                  mgr.GetEventRecorder("session-operator"),
 		Observer:                observer,
-		Render:                  render.Options{ClusterDomain: o.ClusterDomain},
+		Render:                  render.Options{ClusterDomain: o.ClusterDomain, OperatorNamespace: o.OperatorNamespace},
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 		GatewayAPI:              (&controllers.GatewayDetector{Mapper: mgr.GetRESTMapper(), TTL: time.Minute}).Installed,
 		WatchHTTPRoutes:         httpRoutes,
@@ -133,4 +137,16 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// serviceAccountNamespace is where Kubernetes mounts the namespace of a pod's service account.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// OwnNamespace is the namespace this process runs in as a pod, or "" outside a cluster.
+func OwnNamespace() string {
+	b, err := os.ReadFile(serviceAccountNamespace)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

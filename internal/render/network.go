@@ -34,13 +34,22 @@ func (b *builder) storeNetworkPolicy() *networkingv1.NetworkPolicy {
 					{PodSelector: &metav1.LabelSelector{MatchLabels: InstanceSelector(b.sc)}},
 					{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelClient: b.sc.Name}}},
 					{
-						NamespaceSelector: &metav1.LabelSelector{},
+						NamespaceSelector: b.operatorNamespaceSelector(),
 						PodSelector:       &metav1.LabelSelector{MatchLabels: b.opts.OperatorPodLabels},
 					},
 				},
 			}},
 		},
 	}
+}
+
+// operatorNamespaceSelector selects the operator's namespace by the name label every
+// namespace carries; without it any namespace's pod could pose as the operator by its labels.
+func (b *builder) operatorNamespaceSelector() *metav1.LabelSelector {
+	if b.opts.OperatorNamespace == "" {
+		return &metav1.LabelSelector{}
+	}
+	return &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: b.opts.OperatorNamespace}}
 }
 
 func (b *builder) pdb(name, component, appName string, selector map[string]string) *policyv1.PodDisruptionBudget {

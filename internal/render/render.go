@@ -18,6 +18,9 @@ type Options struct {
 	ClusterDomain string
 	// OperatorPodLabels select the operator's own pods, which the store's NetworkPolicy admits.
 	OperatorPodLabels map[string]string
+	// OperatorNamespace is where those pods run: the NetworkPolicy admits them from there
+	// only. Empty (an operator outside the cluster) admits the labels from any namespace.
+	OperatorNamespace string
 }
 
 // DefaultOperatorPodLabels select the pods of the operator installed by its chart or kustomize.

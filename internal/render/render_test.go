@@ -437,3 +437,35 @@ func TestStickyModeAloneUsesTheDefaultCookie(t *testing.T) {
 		t.Fatal("no Ingress rendered for a Sticky spec with an ingress")
 	}
 }
+
+// TestNetworkPolicyAdmitsTheOperatorFromItsNamespaceOnly: a pod elsewhere carrying the
+// operator's labels must not pass as the operator.
+func TestNetworkPolicyAdmitsTheOperatorFromItsNamespaceOnly(t *testing.T) {
+	d, err := Render(cluster(sessionv1.ModeStore), Options{OperatorNamespace: "session-system"}, Inputs{Password: testPassword, PasswordVersion: "v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var np *networkingv1.NetworkPolicy
+	for _, o := range d.Objects {
+		if p, ok := o.(*networkingv1.NetworkPolicy); ok {
+			np = p
+		}
+	}
+	if np == nil {
+		t.Fatal("no NetworkPolicy rendered for a store")
+	}
+	var operatorPeers int
+	for _, peer := range np.Spec.Ingress[0].From {
+		if peer.PodSelector == nil || peer.PodSelector.MatchLabels[LabelName] != DefaultOperatorPodLabels[LabelName] {
+			continue
+		}
+		operatorPeers++
+		if peer.NamespaceSelector == nil || peer.NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "session-system" ||
+			len(peer.NamespaceSelector.MatchLabels) != 1 || len(peer.NamespaceSelector.MatchExpressions) != 0 {
+			t.Errorf("operator peer admits namespaces %+v, want only session-system", peer.NamespaceSelector)
+		}
+	}
+	if operatorPeers != 1 {
+		t.Errorf("%d operator peers in %+v", operatorPeers, np.Spec.Ingress[0].From)
+	}
+}
