@@ -53,8 +53,8 @@ deps-redis:
 
 .PHONY: test
 test: deps-redis check-generated vet envtest-assets ## Unit and envtest suites, the reference app's tests (real Redis), and stale-file checks.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test ./... -count=1
-	cd examples/session-app && $(GO) test ./... -count=1
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test ./... -count=1 -timeout 30m
+	cd examples/session-app && $(GO) test ./... -count=1 -timeout 15m
 
 .PHONY: bench
 bench: envtest-assets ## Benchmarks on envtest: create-to-children latency and writes per no-op reconcile.

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/openapi"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -27,24 +28,51 @@ var httpRouteKind = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", 
 // most once per TTL so that a thousand SessionClusters do not mean a thousand lookups.
 type GatewayDetector struct {
 	Mapper meta.RESTMapper
-	TTL    time.Duration
+	// OpenAPI reads the served HTTPRoute schema; nil assumes it carries sessionPersistence.
+	OpenAPI openapi.Client
+	TTL     time.Duration
 
-	mu        sync.Mutex
-	checked   time.Time
-	installed bool
+	mu          sync.Mutex
+	checked     time.Time
+	installed   bool
+	persistence bool
+	schemaKnown bool
 }
 
 // Installed reports whether HTTPRoute is served.
 func (g *GatewayDetector) Installed() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if time.Since(g.checked) < g.TTL {
-		return g.installed
+	g.refresh()
+	return g.installed
+}
+
+// SessionPersistenceServed reports whether the served HTTPRoute schema keeps a rule's
+// sessionPersistence. Until the schema could be read once, it answers true: an unreadable
+// schema must not block routing that may well work.
+func (g *GatewayDetector) SessionPersistenceServed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.refresh()
+	return g.persistence || !g.schemaKnown
+}
+
+func (g *GatewayDetector) refresh() {
+	if !g.checked.IsZero() && time.Since(g.checked) < g.TTL {
+		return
 	}
 	g.checked = time.Now()
 	_, err := g.Mapper.RESTMapping(httpRouteKind.GroupKind(), httpRouteKind.Version)
 	g.installed = err == nil
-	return g.installed
+	if !g.installed || g.OpenAPI == nil {
+		return
+	}
+	served, err := httpRouteSchemaServesSessionPersistence(g.OpenAPI)
+	if err != nil {
+		// Keep the last answer; the next check after the TTL tries again.
+		return
+	}
+	g.persistence, g.schemaKnown = served, true
 }
 
 // GatewayAPIServed asks the apiserver directly, before a manager (and its cache) exists.

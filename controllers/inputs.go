@@ -18,6 +18,7 @@ import (
 func (r *SessionClusterReconciler) readInputs(ctx context.Context, p *pass) error {
 	p.inputs.GatewayAPI = r.gatewayAPIInstalled()
 	if p.inputs.GatewayAPI {
+		p.inputs.GatewaySessionPersistence = r.GatewaySessionPersistence == nil || r.GatewaySessionPersistence()
 		if err := r.watchHTTPRoutes(ctx); err != nil {
 			return err
 		}

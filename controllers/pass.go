@@ -40,7 +40,9 @@ type pass struct {
 
 	// routing is set by the routing step: false with a reason when routing cannot be made.
 	routingBlocked string
-	url            string
+	// routingUnsupported says why the route exists but cannot pin users (set by observeRouting).
+	routingUnsupported string
+	url                string
 }
 
 // problem is a reason the operator refuses to act, reported as Degraded and an event.

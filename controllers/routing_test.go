@@ -178,10 +178,46 @@ func TestGatewayAPI(t *testing.T) {
 		t.Errorf("the apps must still be made: %v", err)
 	}
 
-	installHTTPRouteCRD(t)
+	// The standard channel's HTTPRoute has no sessionPersistence: the route is made
+	// without it, the SessionCluster says users are not pinned, and passes stay idle.
+	installHTTPRouteCRD(t, "standard")
+	poke(t, ns, "shop")
+	waitCondition(t, ns, "shop", sessionv1.ConditionRoutingReady, metav1.ConditionFalse, sessionv1.ReasonSessionPersistenceUnsupported)
+	if c, _ := condition(t, ns, "shop", sessionv1.ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != sessionv1.ReasonSessionPersistenceUnsupported {
+		t.Errorf("Ready with an HTTPRoute that cannot pin: %+v", c)
+	}
+	eventually(t, 10*time.Second, func() error {
+		_, err := eventWith(t, ns, sessionv1.ReasonSessionPersistenceUnsupported)
+		return err
+	})
+	standard := &gatewayv1.HTTPRoute{}
+	eventually(t, 10*time.Second, func() error { return get(t, ns, "shop", standard) })
+	if sp := standard.Spec.Rules[0].SessionPersistence; sp != nil {
+		t.Errorf("sessionPersistence %+v on a standard-channel route", sp)
+	}
+	settle(t)
+	writes, logged := managerWrites.Writes(), managerWrites.LoggedWrites()
+	for range 3 {
+		poke(t, ns, "shop")
+		time.Sleep(300 * time.Millisecond)
+	}
+	settle(t)
+	if got := managerWrites.Writes() - writes; got != 0 {
+		t.Errorf("idle passes with a standard-channel HTTPRoute made %d writes: %v", got, managerWrites.WritesSince(logged))
+	}
+
+	installHTTPRouteCRD(t, "experimental")
 	poke(t, ns, "shop")
 	route := &gatewayv1.HTTPRoute{}
-	eventually(t, 30*time.Second, func() error { return get(t, ns, "shop", route) })
+	eventually(t, 30*time.Second, func() error {
+		if err := get(t, ns, "shop", route); err != nil {
+			return err
+		}
+		if route.Spec.Rules[0].SessionPersistence == nil {
+			return errors.New("no sessionPersistence yet")
+		}
+		return nil
+	})
 	if len(route.Spec.ParentRefs) != 1 || route.Spec.ParentRefs[0].Name != "public" || string(*route.Spec.ParentRefs[0].Namespace) != "gateways" ||
 		string(*route.Spec.ParentRefs[0].SectionName) != "https" {
 		t.Errorf("parentRefs %+v", route.Spec.ParentRefs)
@@ -237,13 +273,14 @@ func TestGatewayAPI(t *testing.T) {
 	})
 }
 
-func installHTTPRouteCRD(t *testing.T) {
+// installHTTPRouteCRD installs, or replaces, the HTTPRoute CRD of a Gateway API channel.
+func installHTTPRouteCRD(t *testing.T, channel string) {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
 	if err != nil {
 		t.Fatalf("locating the gateway-api module: %v", err)
 	}
-	path := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "experimental", "gateway.networking.k8s.io_httproutes.yaml")
+	path := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", channel, "gateway.networking.k8s.io_httproutes.yaml")
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +289,13 @@ func installHTTPRouteCRD(t *testing.T) {
 	if err := yaml.Unmarshal(raw, crd); err != nil {
 		t.Fatal(err)
 	}
-	if err := k8s.Create(context.Background(), crd); err != nil {
+	old := &apiextensionsv1.CustomResourceDefinition{}
+	if err := k8s.Get(context.Background(), ctrlKey(crd.Name), old); err == nil {
+		crd.ResourceVersion = old.ResourceVersion
+		if err := k8s.Update(context.Background(), crd); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := k8s.Create(context.Background(), crd); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, func() error {

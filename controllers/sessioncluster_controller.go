@@ -51,6 +51,9 @@ type SessionClusterReconciler struct {
 	MaxConcurrentReconciles int
 	// GatewayAPI reports whether the Gateway API CRDs are installed; nil means they are not.
 	GatewayAPI func() bool
+	// GatewaySessionPersistence reports whether the installed HTTPRoute schema keeps
+	// sessionPersistence; nil means it does.
+	GatewaySessionPersistence func() bool
 	// Waker, when set, wakes reconciles from outside the cluster (Sentinel announcements).
 	Waker *Waker
 	// WatchHTTPRoutes is set when the Gateway API was installed at start, so HTTPRoutes
@@ -114,6 +117,7 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		{name: "pruneChildren", run: r.pruneChildren},
 		{name: "observeStore", run: r.observeStore, observe: true},
 		{name: "observeApps", run: r.observeApps, observe: true},
+		{name: "observeRouting", run: r.observeRouting, observe: true},
 	} {
 		if p.failedErr != nil && !s.observe {
 			continue
@@ -184,8 +188,9 @@ func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, prev *
 	}
 	wasRouting := meta.FindStatusCondition(prev.Conditions, sessionv1.ConditionRoutingReady)
 	nowRouting := meta.FindStatusCondition(status.Conditions, sessionv1.ConditionRoutingReady)
-	if nowRouting.Reason == sessionv1.ReasonGatewayAPIMissing && (wasRouting == nil || wasRouting.Reason != nowRouting.Reason) {
-		r.Events.Eventf(p.sc, nil, corev1.EventTypeWarning, sessionv1.ReasonGatewayAPIMissing, "Reconcile", "%s", nowRouting.Message)
+	if (nowRouting.Reason == sessionv1.ReasonGatewayAPIMissing || nowRouting.Reason == sessionv1.ReasonSessionPersistenceUnsupported) &&
+		(wasRouting == nil || wasRouting.Reason != nowRouting.Reason) {
+		r.Events.Eventf(p.sc, nil, corev1.EventTypeWarning, nowRouting.Reason, "Reconcile", "%s", nowRouting.Message)
 	}
 	was := meta.FindStatusCondition(prev.Conditions, sessionv1.ConditionDegraded)
 	now := meta.FindStatusCondition(status.Conditions, sessionv1.ConditionDegraded)

@@ -101,6 +101,8 @@ func computeStatus(p *pass, domain string) (sessionv1.SessionClusterStatus, *fai
 		set(sessionv1.ConditionRoutingReady, true, sessionv1.ReasonNotRequired, "No spec.ingress")
 	case p.routingBlocked != "":
 		set(sessionv1.ConditionRoutingReady, false, sessionv1.ReasonGatewayAPIMissing, "%s", p.routingBlocked)
+	case p.routingUnsupported != "":
+		set(sessionv1.ConditionRoutingReady, false, sessionv1.ReasonSessionPersistenceUnsupported, "%s", p.routingUnsupported)
 	default:
 		set(sessionv1.ConditionRoutingReady, true, sessionv1.ReasonReady, "Routing to %s", p.url)
 	}

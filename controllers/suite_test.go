@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -75,6 +76,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	gateway := &GatewayDetector{Mapper: mgr.GetRESTMapper(), OpenAPI: discovery.NewDiscoveryClientForConfigOrDie(cfg).OpenAPIV3()}
 	r := &SessionClusterReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -82,8 +84,9 @@ func runSuite(m *testing.M) int {
 		Observer:                observer,
 		MaxConcurrentReconciles: 4,
 		// No TTL: the Gateway API test installs the CRDs mid-run.
-		GatewayAPI: (&GatewayDetector{Mapper: mgr.GetRESTMapper()}).Installed,
-		Waker:      waker,
+		GatewayAPI:                gateway.Installed,
+		GatewaySessionPersistence: gateway.SessionPersistenceServed,
+		Waker:                     waker,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)

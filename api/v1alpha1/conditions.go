@@ -40,6 +40,10 @@ const (
 
 	// ReasonGatewayAPIMissing: the spec asks for an HTTPRoute but the Gateway API CRDs are not installed.
 	ReasonGatewayAPIMissing = "GatewayAPINotInstalled"
+	// ReasonSessionPersistenceUnsupported: the HTTPRoute exists but cannot pin users: the
+	// installed HTTPRoute CRD drops sessionPersistence (the standard channel), or the
+	// Gateway's class does not list session persistence among its supported features.
+	ReasonSessionPersistenceUnsupported = "SessionPersistenceUnsupported"
 
 	// ReasonAsExpected: nothing is degraded.
 	ReasonAsExpected = "AsExpected"

@@ -5,6 +5,7 @@ package manager
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -116,16 +118,22 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 			return nil, err
 		}
 	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the discovery client: %w", err)
+	}
+	gateway := &controllers.GatewayDetector{Mapper: mgr.GetRESTMapper(), OpenAPI: dc.OpenAPIV3(), TTL: time.Minute}
 	r := &controllers.SessionClusterReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Events:                  mgr.GetEventRecorder("session-operator"),
-		Observer:                observer,
-		Render:                  render.Options{ClusterDomain: o.ClusterDomain, OperatorNamespace: o.OperatorNamespace},
-		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
-		GatewayAPI:              (&controllers.GatewayDetector{Mapper: mgr.GetRESTMapper(), TTL: time.Minute}).Installed,
-		WatchHTTPRoutes:         httpRoutes,
-		Waker:                   waker,
+		Client:                    mgr.GetClient(),
+		APIReader:                 mgr.GetAPIReader(),
+		Events:                    mgr.GetEventRecorder("session-operator"),
+		Observer:                  observer,
+		Render:                    render.Options{ClusterDomain: o.ClusterDomain, OperatorNamespace: o.OperatorNamespace},
+		MaxConcurrentReconciles:   o.MaxConcurrentReconciles,
+		GatewayAPI:                gateway.Installed,
+		GatewaySessionPersistence: gateway.SessionPersistenceServed,
+		WatchHTTPRoutes:           httpRoutes,
+		Waker:                     waker,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err

@@ -36,6 +36,10 @@ type Inputs struct {
 	PasswordVersion string
 	// GatewayAPI is true when the Gateway API CRDs are installed.
 	GatewayAPI bool
+	// GatewaySessionPersistence is true when the installed HTTPRoute schema keeps a rule's
+	// sessionPersistence. Where it does not, the field is left out of the route: the
+	// apiserver would drop it anyway, and asking for it would rewrite the route every pass.
+	GatewaySessionPersistence bool
 }
 
 // Desired is every child a SessionCluster needs, in the order they should be applied:

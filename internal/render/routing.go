@@ -175,7 +175,7 @@ func (b *builder) httpRoute() *gatewayv1.HTTPRoute {
 				BackendObjectReference: gatewayv1.BackendObjectReference{Name: gatewayv1.ObjectName(b.names.App(app.Name)), Port: &port},
 			}}},
 		}
-		if b.sticky() {
+		if b.sticky() && b.in.GatewaySessionPersistence {
 			cookie := gatewayv1.CookieBasedSessionPersistence
 			name := b.cookieName(app)
 			timeout := gatewayv1.Duration(gatewayDuration(b.spec.Sticky.MaxAge.Duration))

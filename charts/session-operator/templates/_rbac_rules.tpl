@@ -61,6 +61,13 @@ The rules of the RBAC objects in config/rbac, for the chart's Roles and ClusterR
 - apiGroups:
   - gateway.networking.k8s.io
   resources:
+  - gatewayclasses
+  - gateways
+  verbs:
+  - get
+- apiGroups:
+  - gateway.networking.k8s.io
+  resources:
   - httproutes
   verbs:
   - create
