@@ -57,7 +57,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
-      go mod tidy
+      # Quiet unless it fails: its "go: finding module" lines would bury the progress.
+      go mod tidy 2>"$work/tidy.log" || { cat "$work/tidy.log" >&2; exit 1; }
     )
   fi
   echo "$dir"
