@@ -171,7 +171,9 @@ type AppSpec struct {
 }
 
 // StoreSpec is the replicated Redis session store with Sentinel failover.
-// +kubebuilder:validation:XValidation:rule="!has(self.minReplicasToWrite) || !has(self.replicas) || self.minReplicasToWrite < self.replicas",message="spec.store.minReplicasToWrite must be less than spec.store.replicas",fieldPath=".minReplicasToWrite"
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicasToWrite) || !has(self.replicas) || self.minReplicasToWrite == 0 || self.minReplicasToWrite <= self.replicas - 2",message="spec.store.minReplicasToWrite must be 0 or at most spec.store.replicas - 2: when every replica is required, the primary stops taking writes as soon as one server dies, and a newly promoted primary refuses writes until the dead one is back",fieldPath=".minReplicasToWrite"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || !has(self.sentinel) || !has(self.sentinel.replicas) || self.sentinel.replicas >= 3",message="spec.store.sentinel.replicas must be at least 3 when spec.store.replicas is above 1: a failover needs a majority of the Sentinels, and with 1 or 2 losing one leaves no majority, so the store could never fail over",fieldPath=".sentinel.replicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || !has(self.sentinel) || !has(self.sentinel.replicas) || !has(self.sentinel.quorum) || self.sentinel.quorum < self.sentinel.replicas",message="spec.store.sentinel.quorum must be less than spec.store.sentinel.replicas when spec.store.replicas is above 1: with a quorum of every Sentinel, losing one Sentinel means the primary can never be agreed down, so the store could never fail over",fieldPath=".sentinel.quorum"
 type StoreSpec struct {
 	// image is any Redis 7+ or Valkey 8+ image holding redis-server, redis-sentinel,
 	// redis-cli and a POSIX shell.
@@ -203,8 +205,11 @@ type StoreSpec struct {
 	Persistence *PersistenceSpec `json:"persistence,omitempty"`
 
 	// minReplicasToWrite is how many replicas must be connected for the primary to accept
-	// writes, which bounds what an isolated old primary can accept. Defaults to 1 when
-	// there are replicas, else 0.
+	// writes, which bounds what an isolated old primary can accept. It must leave one
+	// server to lose (0, or at most replicas - 2): otherwise one dead server stops every
+	// write. Defaults to 1 with 3 or more servers, else 0 (a 2-server store keeps writing
+	// when either dies, at the price of an isolated primary accepting writes that a
+	// failover then discards; acknowledged writes, made with WAIT 1, are not among them).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=8
@@ -230,13 +235,16 @@ type StoreSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.quorum) || !has(self.replicas) || self.quorum <= self.replicas",message="spec.store.sentinel.quorum must not exceed spec.store.sentinel.replicas",fieldPath=".quorum"
 type SentinelSpec struct {
 	// replicas is the number of Sentinels; an odd number of at least 3 survives one loss.
+	// A store with replicas needs at least 3: a failover needs a majority of them.
 	// +optional
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=7
 	Replicas int32 `json:"replicas,omitempty"`
 
-	// quorum is how many Sentinels must agree that the primary is down.
+	// quorum is how many Sentinels must agree that the primary is down. A store with
+	// replicas needs it below replicas, so that losing one Sentinel still lets a failover
+	// start.
 	// +optional
 	// +kubebuilder:default=2
 	// +kubebuilder:validation:Minimum=1

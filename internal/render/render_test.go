@@ -455,3 +455,13 @@ func TestClaimsFollowDeleteClaim(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoServerStoreKeepsWriting: with two servers, requiring a replica would stop every
+// write when either dies; the default requires none.
+func TestTwoServerStoreKeepsWriting(t *testing.T) {
+	d := mustRender(t, cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) { s.Store.Replicas = 2 }))
+	cm := find[*corev1.ConfigMap](t, d, "shop-store-config")
+	if !strings.Contains(cm.Data["redis.conf"], "min-replicas-to-write 0") {
+		t.Errorf("two servers must keep writing when one dies:\n%s", cm.Data["redis.conf"])
+	}
+}
