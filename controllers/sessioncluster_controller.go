@@ -34,6 +34,7 @@ const (
 	requeueStoreReady    = 60 * time.Second
 	requeueProblem       = 30 * time.Second
 	requeueSoon          = 2 * time.Second
+	requeueClaims        = 10 * time.Second
 )
 
 // SessionClusterReconciler turns SessionClusters into their children and reports status.
@@ -48,6 +49,9 @@ type SessionClusterReconciler struct {
 	MaxConcurrentReconciles int
 	// GatewayAPI reports whether the Gateway API CRDs are installed; nil means they are not.
 	GatewayAPI func() bool
+	// Admin takes the planned steps of a store rollout (replace a pod, hand the primary
+	// over); nil leaves the servers' StatefulSet (OnDelete) to whoever deletes its pods.
+	Admin StoreAdmin
 	// Waker, when set, wakes reconciles from outside the cluster (Sentinel announcements).
 	Waker *Waker
 	// WatchHTTPRoutes is set when the Gateway API was installed at start, so HTTPRoutes
@@ -99,8 +103,10 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	for _, s := range []step{
 		{"readInputs", r.readInputs},
 		{"render", r.render},
+		{"planStore", r.planStore},
 		{"applyChildren", r.applyChildren},
 		{"pruneChildren", r.pruneChildren},
+		{"growClaims", r.growClaims},
 		{"observeStore", r.observeStore},
 		{"observeApps", r.observeApps},
 	} {
@@ -175,6 +181,8 @@ func (r *SessionClusterReconciler) requeueAfter(p *pass) time.Duration {
 	switch {
 	case p.requeueSoon:
 		return requeueSoon
+	case p.claims != nil && p.claims.Pending > 0:
+		return requeueClaims
 	case p.problem != nil:
 		return requeueProblem
 	case !p.spec.HasStore():

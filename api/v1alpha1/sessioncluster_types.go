@@ -530,6 +530,53 @@ type StoreStatus struct {
 	// lastFailover is the most recent change of primary the operator saw.
 	// +optional
 	LastFailover *FailoverRecord `json:"lastFailover,omitempty"`
+
+	// rollout is where an operator-driven change of the servers (a new template, or a
+	// scale) stands; absent when every server runs the current template.
+	// +optional
+	Rollout *StoreRollout `json:"rollout,omitempty"`
+
+	// claims is where the servers' PersistentVolumeClaims stand against
+	// spec.store.persistence.size; absent without persistence.
+	// +optional
+	Claims *ClaimsStatus `json:"claims,omitempty"`
+}
+
+// StoreRollout is the next step of an operator-driven rollout of the servers: replicas
+// first, one at a time, then one planned switchover, then the old primary.
+type StoreRollout struct {
+	// step is what the operator does next: Wait, ScaleTo, DeletePod or Switchover.
+	// +required
+	// +kubebuilder:validation:MaxLength=32
+	Step string `json:"step"`
+
+	// message says which pod, and why (or what it waits for).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Message string `json:"message,omitempty"`
+}
+
+// ClaimsStatus is where a growth of the servers' claims stands. The operator asks each
+// claim for the new size and asks again until every claim has it.
+type ClaimsStatus struct {
+	// size every claim should have.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Size string `json:"size"`
+
+	// resized counts claims whose capacity has reached size.
+	// +optional
+	Resized int32 `json:"resized"`
+
+	// pending counts claims still asked for (or refusing) the size, or whose volume has not
+	// grown yet.
+	// +optional
+	Pending int32 `json:"pending"`
+
+	// message says why a claim has not grown, when one has not.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // FailoverRecord is one change of primary.

@@ -9,6 +9,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// ClaimTemplateName names the servers' claim template; claims are
+// <ClaimTemplateName>-<store StatefulSet>-<ordinal>.
+const ClaimTemplateName = "data"
+
 // PreStopSeconds is how long a stopping primary waits for the Sentinels to hand over.
 const PreStopSeconds = 30
 
@@ -164,7 +168,7 @@ func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
 			WhenScaled:  policy,
 		}
 		sts.Spec.VolumeClaimTemplates = []corev1.PersistentVolumeClaim{{
-			ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels},
+			ObjectMeta: metav1.ObjectMeta{Name: ClaimTemplateName, Labels: labels},
 			Spec: corev1.PersistentVolumeClaimSpec{
 				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 				StorageClassName: p.StorageClassName,
