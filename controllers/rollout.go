@@ -58,25 +58,29 @@ func (r *SessionClusterReconciler) planStore(ctx context.Context, p *pass) error
 	if err != nil {
 		return err
 	}
+	view := r.Admin.Sentinels(ctx, r.storeTarget(p, n))
+	// A scale-down waits while it would remove the primary the Sentinels name; with no
+	// primary known there is nothing to protect (and nothing to hand over to).
+	cur := ptr.Deref(sts.Spec.Replicas, 1)
+	primaryOrdinal, known := ordinalOf(render.PodFromHost(view.Primary), sts.Name)
+	hold := cur > p.spec.Store.Replicas && known && primaryOrdinal >= int(p.spec.Store.Replicas)
 	if sts.Status.ObservedGeneration < sts.Generation || sts.Status.UpdateRevision == "" {
-		// The StatefulSet controller has not given the current template a revision yet.
-		// Its status update wakes a pass (StatefulSets are owned); until then a
-		// scale-down holds.
-		if cur := ptr.Deref(sts.Spec.Replicas, 1); cur > p.spec.Store.Replicas {
+		// The StatefulSet controller has not given the current template a revision yet;
+		// its status update wakes a pass (StatefulSets are owned).
+		if hold {
 			p.storeReplicas = ptr.To(cur)
 			r.holdStoreSize(p, n)
 			p.requeueSoon = true
 		}
 		return nil
 	}
-	state, err := r.rolloutState(ctx, p, n, sts, sentinels)
+	state, err := r.rolloutState(ctx, p, n, sts, sentinels, view)
 	if err != nil {
 		return err
 	}
 	step := rollout.Next(state)
-	if state.Current > state.Desired && step.Kind != rollout.ScaleTo {
-		// Hold the size until the primary is out of the way.
-		p.storeReplicas = ptr.To(int32(state.Current))
+	if hold && step.Kind != rollout.ScaleTo {
+		p.storeReplicas = ptr.To(cur)
 	}
 	if step.Kind == rollout.ScaleTo {
 		p.storeReplicas = ptr.To(int32(step.Replicas))
@@ -157,7 +161,7 @@ func (r *SessionClusterReconciler) storeTarget(p *pass, n render.Names) store.Ta
 
 // rolloutState is what rollout.Next needs: the StatefulSet's revision and sizes, each
 // pod's revision, readiness and what its server reports, and the Sentinels' view.
-func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n render.Names, sts, sentinels *appsv1.StatefulSet) (rollout.State, error) {
+func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n render.Names, sts, sentinels *appsv1.StatefulSet, view store.SentinelView) (rollout.State, error) {
 	s := rollout.State{
 		UpdateRevision: sts.Status.UpdateRevision,
 		Desired:        int(p.spec.Store.Replicas),
@@ -167,14 +171,11 @@ func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n 
 	if err := r.List(ctx, pods, client.InNamespace(p.sc.Namespace), client.MatchingLabels(render.Selector(p.sc, render.ComponentStore))); err != nil {
 		return s, fmt.Errorf("listing store pods: %w", err)
 	}
-	target := r.storeTarget(p, n)
-	view := r.Admin.Sentinels(ctx, target)
 	s.FailoverInProgress = view.FailoverInProgress
 	s.Primary = render.PodFromHost(view.Primary)
 	s.SentinelsReady = sentinels != nil && sentinels.Status.ReadyReplicas >= p.spec.Store.Sentinel.Replicas &&
 		view.Reachable == int(p.spec.Store.Sentinel.Replicas)
 
-	prefix := sts.Name + "-"
 	type probe struct {
 		pod    rollout.Pod
 		host   string
@@ -183,8 +184,8 @@ func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n 
 	probes := make([]probe, 0, len(pods.Items))
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		ord, err := strconv.Atoi(strings.TrimPrefix(pod.Name, prefix))
-		if err != nil || !strings.HasPrefix(pod.Name, prefix) {
+		ord, ok := ordinalOf(pod.Name, sts.Name)
+		if !ok {
 			continue
 		}
 		probes = append(probes, probe{
@@ -239,4 +240,14 @@ func (r *SessionClusterReconciler) holdStoreSize(p *pass, n render.Names) {
 			sts.Spec.Replicas = ptr.To(*p.storeReplicas)
 		}
 	}
+}
+
+// ordinalOf is the ordinal of a pod of the StatefulSet named set.
+func ordinalOf(pod, set string) (int, bool) {
+	rest, ok := strings.CutPrefix(pod, set+"-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil
 }

@@ -135,10 +135,14 @@ func playKubelet(t *testing.T, ns string, key types.NamespacedName, rev string) 
 		if err := k8s.Create(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
-		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		if err := k8s.Status().Update(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
+		// The operator labels pods with their role meanwhile: write on the latest version.
+		eventually(t, 10*time.Second, func() error {
+			if err := get(t, ns, name, pod); err != nil {
+				return err
+			}
+			pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+			return k8s.Status().Update(ctx, pod)
+		})
 	}
 }
 
