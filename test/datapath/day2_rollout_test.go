@@ -298,6 +298,8 @@ func (d *day2) finish(name string) Day2Case {
 	}
 	acked, lost := d.l.counts()
 	failed := d.l.failedBetween(d.from, time.Now())
+	d.smp.mu.Lock()
+	defer d.smp.mu.Unlock()
 	dc := Day2Case{
 		Name: name, AcknowledgedWrites: int64(acked), FailedWrites: int64(failed), AcknowledgedLost: int64(lost),
 		PrimaryChanges: d.smp.changes, StoreRestarts: d.restarts, MastersSeenMax: d.smp.mastersMax,
@@ -318,6 +320,7 @@ func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
 // role:master at once, how often a new server became the primary, and for how long no
 // server was a writable primary.
 type sampler struct {
+	mu         sync.Mutex
 	pods       func() []*pod
 	stop, done chan struct{}
 	mastersMax int
@@ -376,6 +379,7 @@ func (s *sampler) run() {
 			}
 		}
 		now := time.Now()
+		s.mu.Lock()
 		s.samples++
 		s.mastersMax = max(s.mastersMax, len(masters))
 		if len(masters) == 0 {
@@ -397,8 +401,17 @@ func (s *sampler) run() {
 		for _, m := range masters {
 			s.prev[m] = true
 		}
+		s.mu.Unlock()
 		last = now
 	}
+}
+
+// reset starts the counts afresh, from the current primary.
+func (s *sampler) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mastersMax, s.changes, s.without, s.samples = 0, 0, 0, 0
+	s.primary = ""
 }
 
 func (s *sampler) halt() {
@@ -450,8 +463,14 @@ func checkRollout(t *testing.T, dc Day2Case, d *day2) {
 	if dc.StoreRestarts != len(d.c.redis) {
 		t.Errorf("rollout: %d pods replaced, want %d", dc.StoreRestarts, len(d.c.redis))
 	}
-	if stall := d.l.longestStall(d.from, time.Now()); stall > 2.5 {
-		t.Errorf("rollout: writes stalled %.2fs (target: at most 2s of refused writes)", stall)
+	// Writes pause during the switchover (CLIENT PAUSE WRITE until every Sentinel names
+	// the new primary) rather than fail; the target is about refused writes, checked as
+	// failed_writes, and the pause is bounded loosely here and reported in the log.
+	if dc.FailedWrites > 0 {
+		t.Errorf("rollout: %d writes refused", dc.FailedWrites)
+	}
+	if stall := d.l.longestStall(d.from, time.Now()); stall > 5 {
+		t.Errorf("rollout: writes paused %.2fs", stall)
 	}
 	for _, p := range d.c.redis {
 		if d.rev[p.name] != d.updateRev {
@@ -493,10 +512,13 @@ func TestDay2Scale353(t *testing.T) {
 	}
 }
 
-// TestDay2RestartAll: every server's pod is lost at once (a drain of every node, a
-// cluster restart) with persistence on: preStop, SIGTERM, and the pods come back with
-// their claims after DAY2_RESTART_DELAY (default 5s, longer than down-after, as pods take
-// seconds to be made again). The store must be writable again within 20 s.
+// TestDay2RestartAll: every store pod is lost at once (a cluster restart) with
+// persistence on, the servers and the Sentinels: first the primary is moved off the first
+// server (so that "elect the first server" would be wrong), then every server's preStop
+// and SIGTERM and every Sentinel's SIGTERM at once, and the pods come back with their
+// claims after DAY2_RESTART_DELAY (default 5s, longer than down-after, as pods take
+// seconds to be made again). The server that was the primary must be elected again, and
+// the store must be writable again within 20 s.
 func TestDay2RestartAll(t *testing.T) {
 	d := newDay2(t, func(sc *sessionv1.SessionCluster) {
 		sc.Spec.Store.Persistence = &sessionv1.PersistenceSpec{Size: resource.MustParse("1Gi")}
@@ -505,6 +527,25 @@ func TestDay2RestartAll(t *testing.T) {
 	if v, err := time.ParseDuration(os.Getenv("DAY2_RESTART_DELAY")); err == nil {
 		delay = v
 	}
+	ctx := context.Background()
+	first := d.c.redis[0].host
+	prim, err := d.admin.Switchover(ctx, d.target, first, []string{d.c.redis[1].host, d.c.redis[2].host}, render.RedisPort, 20*time.Second)
+	if err != nil {
+		t.Fatalf("moving the primary off %s: %v", first, err)
+	}
+	if err := d.c.waitSettled(prim, 60*time.Second); err != nil {
+		d.c.dumpLogs()
+		t.Fatal(err)
+	}
+	// The servers' readiness probes record the primary (as the kubelet runs them).
+	if err := d.c.waitReady(10*time.Second, d.redisPods()...); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	d.smp.reset()
+	d.from = time.Now()
+	d.steps = append(d.steps, fmt.Sprintf("primary moved to %s before the restart", shortHost(prim)))
+
 	pods := d.redisPods()
 	at := time.Now()
 	var wg sync.WaitGroup
@@ -512,15 +553,24 @@ func TestDay2RestartAll(t *testing.T) {
 		wg.Add(1)
 		go func(p *pod) { defer wg.Done(); d.stopPod(p) }(p)
 	}
+	for _, s := range d.c.sentinels {
+		wg.Add(1)
+		go func(p *pod) { defer wg.Done(); p.proc.stop(10 * time.Second) }(s)
+	}
 	wg.Wait()
-	d.steps = append(d.steps, fmt.Sprintf("%.1fs every server stopped", time.Since(d.from).Seconds()))
+	d.steps = append(d.steps, fmt.Sprintf("%.1fs every server and Sentinel stopped", time.Since(d.from).Seconds()))
 	time.Sleep(time.Until(at.Add(delay)))
+	for _, p := range d.c.sentinels {
+		// A Sentinel's runtime directory is memory-backed: a new pod starts it empty.
+		d.c.wipe(p)
+		d.c.start(p)
+	}
 	for _, p := range pods {
 		d.c.start(p)
 		d.restarts++
 	}
-	d.steps = append(d.steps, fmt.Sprintf("%.1fs every server started again", time.Since(d.from).Seconds()))
-	if err := d.c.waitReady(90*time.Second, pods...); err != nil {
+	d.steps = append(d.steps, fmt.Sprintf("%.1fs every pod started again", time.Since(d.from).Seconds()))
+	if err := d.c.waitReady(90*time.Second, append(append([]*pod{}, pods...), d.c.sentinels...)...); err != nil {
 		d.c.dumpLogs()
 		t.Fatalf("after the restart: %v", err)
 	}
@@ -529,6 +579,9 @@ func TestDay2RestartAll(t *testing.T) {
 	dc := d.finish("restart-all")
 	if dc.SecondsWithoutPrimary > 20 {
 		t.Errorf("restart-all: %.1fs without a primary, target at most 20", dc.SecondsWithoutPrimary)
+	}
+	if now, err := d.c.sentinelsPrimary(); err != nil || now != prim {
+		t.Errorf("after the restart the Sentinels name %q (%v), want the primary before it, %s", now, err, prim)
 	}
 	for _, p := range pods {
 		for _, line := range strings.Split(p.currentLog(), "\n") {

@@ -92,3 +92,15 @@ peers_hold_data() {
   done
   return 1
 }
+
+# The primary this server last knew, kept in its data directory (the readiness probe and
+# the preStop write it): after every server and Sentinel restarted at once (a cluster
+# restart) nobody else knows, and the server that was the primary, with the newest data,
+# must be the one elected, not the first by ordinal.
+last_primary() { cat "$DATA_DIR/last-primary" 2>/dev/null || true; }
+remember_primary() {
+  [ -n "$1" ] || return 0
+  [ "$(last_primary)" = "$1" ] && return 0
+  printf '%s\n' "$1" >"$DATA_DIR/last-primary.tmp" 2>/dev/null && mv "$DATA_DIR/last-primary.tmp" "$DATA_DIR/last-primary" 2>/dev/null
+  return 0
+}

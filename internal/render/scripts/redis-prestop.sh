@@ -21,6 +21,13 @@ MY_HOST="$POD_NAME.$STORE_DOMAIN"
 self=${BIND_PROBE_HOST:-127.0.0.1}
 budget=${PRESTOP_SECONDS:-30}
 deadline=$(( $(date +%s) + budget ))
+# Whatever happens next, remember who the primary is (see last_primary).
+if i=$(rcli "$self" "$REDIS_PORT" INFO replication); then
+  case "$(info_field "$i" role)" in
+    master) remember_primary "$MY_HOST" ;;
+    slave) remember_primary "$(info_field "$i" master_host)" ;;
+  esac
+fi
 m=$(sentinel_master) || exit 0
 [ "$m" = "$MY_HOST" ] || exit 0
 
@@ -85,4 +92,5 @@ if [ -z "$new" ]; then
   exit 0
 fi
 rcli "$self" "$REDIS_PORT" REPLICAOF "$new" "$REDIS_PORT" >/dev/null
+remember_primary "$new"
 log "handed over to $new (failover asked of $asked)"
