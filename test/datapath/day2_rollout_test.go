@@ -591,3 +591,36 @@ func TestDay2RestartAll(t *testing.T) {
 		}
 	}
 }
+
+// TestDay2ScaleDownPrimary: 3 -> 5, the primary moved to the last server, then 5 -> 3.
+// The scale-down must not remove the primary: it hands over to a server that stays (the
+// server in between, about to go too, kept out of the election), then shrinks. One planned
+// switchover, no failed write.
+func TestDay2ScaleDownPrimary(t *testing.T) {
+	d := newDay2(t, nil, 5)
+	d.rerender(func(sc *sessionv1.SessionCluster) { sc.Spec.Store.Replicas = 5 })
+	d.drive(2 * time.Minute)
+	last := d.c.redis[4].host
+	if _, err := d.admin.Switchover(context.Background(), d.target, d.c.redis[0].host, []string{last}, render.RedisPort, 30*time.Second); err != nil {
+		t.Fatalf("moving the primary to %s: %v", last, err)
+	}
+	if err := d.c.waitSettled(last, 60*time.Second); err != nil {
+		d.c.dumpLogs()
+		t.Fatal(err)
+	}
+	d.smp.reset()
+	d.from = time.Now()
+	d.rerender(func(sc *sessionv1.SessionCluster) { sc.Spec.Store.Replicas = 3 })
+	d.drive(2 * time.Minute)
+	dc := d.finish("scale-down-primary")
+	if len(d.c.redis) != 3 {
+		t.Errorf("%d servers after scaling to 3", len(d.c.redis))
+	}
+	primary, err := d.c.sentinelsPrimary()
+	if err != nil || d.c.redisPod(primary) == nil {
+		t.Errorf("primary %q (%v) is not one of the remaining servers", primary, err)
+	}
+	if dc.FailedWrites != 0 || dc.PrimaryChanges != 1 {
+		t.Errorf("scale-down with the primary on the last server: %d failed writes, %d primary changes; want 0 and 1", dc.FailedWrites, dc.PrimaryChanges)
+	}
+}
