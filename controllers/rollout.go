@@ -58,13 +58,22 @@ func (r *SessionClusterReconciler) planStore(ctx context.Context, p *pass) error
 	if err != nil {
 		return err
 	}
+	cur := ptr.Deref(sts.Spec.Replicas, 1)
+	settled := sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdateRevision != ""
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(p.sc.Namespace), client.MatchingLabels(render.Selector(p.sc, render.ComponentStore))); err != nil {
+		return fmt.Errorf("listing store pods: %w", err)
+	}
+	if settled && cur == p.spec.Store.Replicas && allAt(pods.Items, sts.Status.UpdateRevision) {
+		// Steady state: nothing to roll or scale, no need to ask the store anything.
+		return nil
+	}
 	view := r.Admin.Sentinels(ctx, r.storeTarget(p, n))
 	// A scale-down waits while it would remove the primary the Sentinels name; with no
 	// primary known there is nothing to protect (and nothing to hand over to).
-	cur := ptr.Deref(sts.Spec.Replicas, 1)
 	primaryOrdinal, known := ordinalOf(render.PodFromHost(view.Primary), sts.Name)
 	hold := cur > p.spec.Store.Replicas && known && primaryOrdinal >= int(p.spec.Store.Replicas)
-	if sts.Status.ObservedGeneration < sts.Generation || sts.Status.UpdateRevision == "" {
+	if !settled {
 		// The StatefulSet controller has not given the current template a revision yet;
 		// its status update wakes a pass (StatefulSets are owned).
 		if hold {
@@ -74,10 +83,7 @@ func (r *SessionClusterReconciler) planStore(ctx context.Context, p *pass) error
 		}
 		return nil
 	}
-	state, err := r.rolloutState(ctx, p, n, sts, sentinels, view)
-	if err != nil {
-		return err
-	}
+	state := r.rolloutState(ctx, p, n, sts, sentinels, view, pods.Items)
 	step := rollout.Next(state)
 	if hold && step.Kind != rollout.ScaleTo {
 		p.storeReplicas = ptr.To(cur)
@@ -161,15 +167,11 @@ func (r *SessionClusterReconciler) storeTarget(p *pass, n render.Names) store.Ta
 
 // rolloutState is what rollout.Next needs: the StatefulSet's revision and sizes, each
 // pod's revision, readiness and what its server reports, and the Sentinels' view.
-func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n render.Names, sts, sentinels *appsv1.StatefulSet, view store.SentinelView) (rollout.State, error) {
+func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n render.Names, sts, sentinels *appsv1.StatefulSet, view store.SentinelView, pods []corev1.Pod) rollout.State {
 	s := rollout.State{
 		UpdateRevision: sts.Status.UpdateRevision,
 		Desired:        int(p.spec.Store.Replicas),
 		Current:        int(ptr.Deref(sts.Spec.Replicas, 1)),
-	}
-	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(p.sc.Namespace), client.MatchingLabels(render.Selector(p.sc, render.ComponentStore))); err != nil {
-		return s, fmt.Errorf("listing store pods: %w", err)
 	}
 	s.FailoverInProgress = view.FailoverInProgress
 	s.Primary = render.PodFromHost(view.Primary)
@@ -181,9 +183,9 @@ func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n 
 		host   string
 		server store.Server
 	}
-	probes := make([]probe, 0, len(pods.Items))
-	for i := range pods.Items {
-		pod := &pods.Items[i]
+	probes := make([]probe, 0, len(pods))
+	for i := range pods {
+		pod := &pods[i]
 		ord, ok := ordinalOf(pod.Name, sts.Name)
 		if !ok {
 			continue
@@ -218,7 +220,17 @@ func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n 
 		}
 		s.Pods = append(s.Pods, pr.pod)
 	}
-	return s, nil
+	return s
+}
+
+// allAt reports whether every pod was made from revision rev.
+func allAt(pods []corev1.Pod, rev string) bool {
+	for i := range pods {
+		if pods[i].Labels[appsv1.ControllerRevisionHashLabelKey] != rev {
+			return false
+		}
+	}
+	return true
 }
 
 func podReady(pod *corev1.Pod) bool {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -122,15 +123,26 @@ func infoFields(raw string) map[string]string {
 // Sentinels asks every Sentinel of t what it thinks of the primary.
 func (a *Admin) Sentinels(ctx context.Context, t Target) SentinelView {
 	v := SentinelView{Named: map[string]int{}}
-	for _, addr := range t.Sentinels {
-		c := a.client(addr, t.Password)
-		cmd := redis.NewMapStringStringCmd(ctx, "SENTINEL", "MASTER", t.MasterName)
-		err := c.Process(ctx, cmd)
-		c.Close()
-		if err != nil {
+	// Asked in parallel: a Sentinel that does not answer costs one timeout, not one each.
+	answers := make([]map[string]string, len(t.Sentinels))
+	var wg sync.WaitGroup
+	for i, addr := range t.Sentinels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := a.client(addr, t.Password)
+			defer c.Close()
+			cmd := redis.NewMapStringStringCmd(ctx, "SENTINEL", "MASTER", t.MasterName)
+			if c.Process(ctx, cmd) == nil {
+				answers[i] = cmd.Val()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, fields := range answers {
+		if fields == nil {
 			continue
 		}
-		fields := cmd.Val()
 		v.Reachable++
 		v.Named[fields["ip"]]++
 		flags := fields["flags"]
