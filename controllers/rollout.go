@@ -92,7 +92,7 @@ func (r *SessionClusterReconciler) planStore(ctx context.Context, p *pass) error
 		p.storeReplicas = ptr.To(int32(step.Replicas))
 	}
 	defer r.holdStoreSize(p, n)
-	p.rollout = &sessionv1.StoreRollout{Step: string(step.Kind), Message: truncate(step.String(), 512)}
+	p.rollout = &sessionv1.StoreRollout{Step: sessionv1.RolloutStep(step.Kind), Message: truncate(step.String(), 512)}
 	logger := log.FromContext(ctx).WithValues("step", step.Kind, "reason", step.Reason)
 	switch step.Kind {
 	case rollout.Done:

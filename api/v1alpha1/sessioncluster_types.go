@@ -542,13 +542,28 @@ type StoreStatus struct {
 	Claims *ClaimsStatus `json:"claims,omitempty"`
 }
 
+// RolloutStep is what an operator-driven rollout of the servers does next.
+// +kubebuilder:validation:Enum=Wait;ScaleTo;DeletePod;Switchover
+type RolloutStep string
+
+const (
+	// RolloutWait: the store must settle first (a pod not ready, a replica behind, a
+	// failover under way); the message says on what.
+	RolloutWait RolloutStep = "Wait"
+	// RolloutScaleTo: the servers' StatefulSet is being resized.
+	RolloutScaleTo RolloutStep = "ScaleTo"
+	// RolloutDeletePod: a server is being replaced at the current template.
+	RolloutDeletePod RolloutStep = "DeletePod"
+	// RolloutSwitchover: the primary is being handed over to an updated replica.
+	RolloutSwitchover RolloutStep = "Switchover"
+)
+
 // StoreRollout is the next step of an operator-driven rollout of the servers: replicas
 // first, one at a time, then one planned switchover, then the old primary.
 type StoreRollout struct {
-	// step is what the operator does next: Wait, ScaleTo, DeletePod or Switchover.
+	// step is what the operator does next.
 	// +required
-	// +kubebuilder:validation:MaxLength=32
-	Step string `json:"step"`
+	Step RolloutStep `json:"step"`
 
 	// message says which pod, and why (or what it waits for).
 	// +optional

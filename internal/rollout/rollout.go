@@ -46,7 +46,8 @@ type State struct {
 	SentinelsReady bool
 }
 
-// Kind is what to do next.
+// Kind is what to do next; the values are those of the API's RolloutStep, which
+// status.store.rollout.step reports.
 type Kind string
 
 const (
