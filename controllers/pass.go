@@ -35,6 +35,14 @@ type pass struct {
 	observeErr    error
 	deployments   map[string]*appsv1.Deployment
 
+	// storeReplicas, when set, overrides the servers' StatefulSet size: a scale-down
+	// waits for the primary to move (planStore).
+	storeReplicas *int32
+	// rollout is where an operator-driven change of the servers stands; nil when none.
+	rollout *sessionv1.StoreRollout
+	// claims is where a growth of the servers' claims stands; nil without persistence.
+	claims *sessionv1.ClaimsStatus
+
 	// requeueSoon asks for another pass shortly: a child is waiting on the garbage collector.
 	requeueSoon bool
 

@@ -37,6 +37,7 @@ const (
 	requeueStoreReady    = 60 * time.Second
 	requeueProblem       = 30 * time.Second
 	requeueSoon          = 2 * time.Second
+	requeueClaims        = 10 * time.Second
 )
 
 // SessionClusterReconciler turns SessionClusters into their children and reports status.
@@ -54,6 +55,9 @@ type SessionClusterReconciler struct {
 	// GatewaySessionPersistence reports whether the installed HTTPRoute schema keeps
 	// sessionPersistence; nil means it does.
 	GatewaySessionPersistence func() bool
+	// Admin takes the planned steps of a store rollout (replace a pod, hand the primary
+	// over); nil leaves the servers' StatefulSet (OnDelete) to whoever deletes its pods.
+	Admin StoreAdmin
 	// Waker, when set, wakes reconciles from outside the cluster (Sentinel announcements).
 	Waker *Waker
 	// WatchHTTPRoutes is set when the Gateway API was installed at start, so HTTPRoutes
@@ -72,7 +76,8 @@ type SessionClusterReconciler struct {
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps;services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=apps,resources=statefulsets;deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies;ingresses,verbs=get;list;watch;create;update;patch;delete
@@ -113,8 +118,10 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	for _, s := range []step{
 		{name: "readInputs", run: r.readInputs},
 		{name: "render", run: r.render},
+		{name: "planStore", run: r.planStore},
 		{name: "applyChildren", run: r.applyChildren},
 		{name: "pruneChildren", run: r.pruneChildren},
+		{name: "growClaims", run: r.growClaims},
 		{name: "observeStore", run: r.observeStore, observe: true},
 		{name: "observeApps", run: r.observeApps, observe: true},
 		{name: "observeRouting", run: r.observeRouting, observe: true},
@@ -204,6 +211,8 @@ func (r *SessionClusterReconciler) requeueAfter(p *pass) time.Duration {
 	switch {
 	case p.requeueSoon:
 		return requeueSoon
+	case p.claims != nil && p.claims.Pending > 0:
+		return requeueClaims
 	case p.problem != nil:
 		return requeueProblem
 	case !p.spec.HasStore():

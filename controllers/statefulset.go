@@ -3,17 +3,18 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+	"github.com/sessionops/session-operator/internal/render"
 )
 
 // replaceIfImmutableChanged handles the StatefulSet fields the apiserver refuses to update
@@ -40,9 +41,7 @@ func (r *SessionClusterReconciler) replaceIfImmutableChanged(ctx context.Context
 	log.FromContext(ctx).Info("replaced statefulset to change immutable fields; its pods keep running", "statefulSet", have.Name)
 	r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventStatefulSetReplaced, "Apply",
 		"StatefulSet %s replaced (pods kept running) to change its volume claim templates or service", have.Name)
-	if err := r.expandClaims(ctx, p, want, ptr.Deref(have.Spec.Replicas, 1)); err != nil {
-		return true, err
-	}
+	// The claims themselves are asked for the new size by growClaims, every pass.
 	return true, nil
 }
 
@@ -62,32 +61,61 @@ func sameClaimTemplates(want, have []corev1.PersistentVolumeClaim) bool {
 	return true
 }
 
-// expandClaims asks existing claims for the new size; a StorageClass without expansion
-// refuses, which the user sees as an event while the store keeps running on the old size.
-func (r *SessionClusterReconciler) expandClaims(ctx context.Context, p *pass, sts *appsv1.StatefulSet, replicas int32) error {
-	if len(sts.Spec.VolumeClaimTemplates) == 0 {
+// growClaims asks every server's claim for spec.store.persistence.size, on every pass
+// until each has it (a refusal, say a StorageClass without expansion, is asked again:
+// the user may fix the class), and says in status where it stands: how many claims have
+// the size, how many are pending, and why.
+func (r *SessionClusterReconciler) growClaims(ctx context.Context, p *pass) error {
+	if !p.spec.HasStore() || p.spec.Store.Persistence == nil || p.problem != nil {
 		return nil
 	}
-	tmpl := sts.Spec.VolumeClaimTemplates[0]
-	size := tmpl.Spec.Resources.Requests[corev1.ResourceStorage]
+	n := render.NamesFor(p.sc, r.Render.ClusterDomain)
+	size := p.spec.Store.Persistence.Size
+	st := &sessionv1.ClaimsStatus{Size: size.String()}
+	replicas := p.spec.Store.Replicas
+	if p.storeReplicas != nil {
+		replicas = max(replicas, *p.storeReplicas)
+	}
+	var why []string
 	for i := range replicas {
 		pvc := &corev1.PersistentVolumeClaim{}
-		key := client.ObjectKey{Namespace: sts.Namespace, Name: fmt.Sprintf("%s-%s-%d", tmpl.Name, sts.Name, i)}
+		key := client.ObjectKey{Namespace: p.sc.Namespace, Name: fmt.Sprintf("%s-%s-%d", render.ClaimTemplateName, n.Store(), i)}
 		if err := r.APIReader.Get(ctx, key, pvc); err != nil {
 			if apierrors.IsNotFound(err) {
-				continue
+				continue // the StatefulSet makes it with the new size
 			}
 			return fmt.Errorf("reading claim %s: %w", key.Name, err)
 		}
-		cur := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-		if cur.Cmp(size) >= 0 {
+		req := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+		if req.Cmp(size) < 0 {
+			patch := client.MergeFrom(pvc.DeepCopy())
+			if pvc.Spec.Resources.Requests == nil {
+				pvc.Spec.Resources.Requests = corev1.ResourceList{}
+			}
+			pvc.Spec.Resources.Requests[corev1.ResourceStorage] = size
+			if err := r.Patch(ctx, pvc, patch); err != nil {
+				st.Pending++
+				why = append(why, fmt.Sprintf("claim %s stays at %s: %v", key.Name, req.String(), err))
+				continue
+			}
+		}
+		if capacity, ok := pvc.Status.Capacity[corev1.ResourceStorage]; ok && capacity.Cmp(size) >= 0 {
+			st.Resized++
 			continue
 		}
-		patch := client.MergeFrom(pvc.DeepCopy())
-		pvc.Spec.Resources.Requests[corev1.ResourceStorage] = size
-		if err := r.Patch(ctx, pvc, patch); err != nil {
-			r.Events.Eventf(p.sc, nil, corev1.EventTypeWarning, sessionv1.EventClaimNotExpanded, "Apply",
-				"Claim %s stays at %s: %v", key.Name, cur.String(), err)
+		st.Pending++
+		capacity := pvc.Status.Capacity[corev1.ResourceStorage]
+		why = append(why, fmt.Sprintf("claim %s asks for %s, its volume has %s", key.Name, size.String(), capacity.String()))
+	}
+	st.Message = truncate(strings.Join(why, "; "), 1024)
+	p.claims = st
+	if st.Message != "" && strings.Contains(st.Message, " stays at ") {
+		prev := ""
+		if p.sc.Status.Store != nil && p.sc.Status.Store.Claims != nil {
+			prev = p.sc.Status.Store.Claims.Message
+		}
+		if prev != st.Message {
+			r.Events.Eventf(p.sc, nil, corev1.EventTypeWarning, sessionv1.EventClaimNotExpanded, "Apply", "%s", st.Message)
 		}
 	}
 	return nil

@@ -132,6 +132,7 @@ func storeStatus(p *pass) (*sessionv1.StoreStatus, *failover) {
 		out.Primary = prev.Primary
 		out.LastFailover = prev.LastFailover.DeepCopy()
 	}
+	out.Rollout, out.Claims = p.rollout, p.claims
 	out.ReadyReplicas = readyOf(p.storeSet)
 	out.SentinelsReady = readyOf(p.sentinelSet)
 	if p.observed == nil || p.observed.PrimaryHost == "" {

@@ -36,6 +36,7 @@ import (
 var (
 	k8s      client.WithWatch
 	observer = store.NewStatic()
+	admin    = newFakeAdmin()
 	// managerWrites counts the manager's own write requests, not the tests'.
 	managerWrites = &testenv.Counter{}
 	waker         = NewWaker(16)
@@ -82,6 +83,7 @@ func runSuite(m *testing.M) int {
 		APIReader:               mgr.GetAPIReader(),
 		Events:                  mgr.GetEventRecorder("session-operator"),
 		Observer:                observer,
+		Admin:                   admin,
 		MaxConcurrentReconciles: 4,
 		// No TTL: the Gateway API test installs the CRDs mid-run.
 		GatewayAPI:                gateway.Installed,

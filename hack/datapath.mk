@@ -17,11 +17,14 @@ DATAPATH_TIMEOUT ?= 15m
 DATAPATH_HOSTS_MARK := BEGIN session-operator data-path harness
 
 # Removes the harness's /etc/hosts block if a run died without its cleanup (SIGKILL or a
-# go test timeout); the harness does this itself at its next start too.
+# go test timeout); the harness does this itself at its next start too. A block whose
+# process is still alive belongs to another run going on (another worktree's) and stays.
 define datapath_hosts_cleanup
 if grep -q '$(DATAPATH_HOSTS_MARK)' /etc/hosts 2>/dev/null; then \
-  echo "datapath: removing a leftover block from /etc/hosts"; \
-  awk '/^# BEGIN session-operator data-path harness/{skip=1} !skip{print} /^# END session-operator data-path harness/{skip=0}' /etc/hosts >/tmp/datapath-hosts.$$$$ \
+  awk '/^# BEGIN session-operator data-path harness/{ pid = $$0; sub(/.*[(]pid /, "", pid); sub(/[)].*/, "", pid); \
+         skip = (pid == "" || system("kill -0 " pid " 2>/dev/null") != 0); if (skip) dropped = 1 } \
+       !skip { print } /^# END session-operator data-path harness/{ skip = 0 } \
+       END { if (dropped) print "datapath: removed a leftover block from /etc/hosts" > "/dev/stderr" }' /etc/hosts >/tmp/datapath-hosts.$$$$ \
     && cat /tmp/datapath-hosts.$$$$ >/etc/hosts; rm -f /tmp/datapath-hosts.$$$$; \
 fi
 endef

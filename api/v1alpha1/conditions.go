@@ -69,4 +69,9 @@ const (
 	EventStatefulSetReplaced = "StatefulSetReplaced"
 	// EventClaimNotExpanded: a store claim could not grow to spec.store.persistence.size.
 	EventClaimNotExpanded = "ClaimNotExpanded"
+	// EventStorePodReplaced: the operator deleted a store pod so the StatefulSet (OnDelete)
+	// makes it again from the current template.
+	EventStorePodReplaced = "StorePodReplaced"
+	// EventSwitchover: a planned handover of the primary during a rollout or scale-down.
+	EventSwitchover = "Switchover"
 )

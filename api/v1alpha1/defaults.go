@@ -68,7 +68,10 @@ func (s *SessionClusterSpec) WithDefaults() SessionClusterSpec {
 			st.Sentinel.FailoverTimeout = &metav1.Duration{Duration: DefaultFailoverTimeout}
 		}
 		if st.MinReplicasToWrite == nil {
-			m := min(int32(1), st.Replicas-1)
+			// One replica required where one can be lost and one still remains (3+
+			// servers); none with 2, where requiring it would stop all writes when either
+			// server dies.
+			m := max(0, min(int32(1), st.Replicas-2))
 			st.MinReplicasToWrite = &m
 		}
 		if st.MaxMemory == nil {

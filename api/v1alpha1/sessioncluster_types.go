@@ -171,7 +171,9 @@ type AppSpec struct {
 }
 
 // StoreSpec is the replicated Redis session store with Sentinel failover.
-// +kubebuilder:validation:XValidation:rule="!has(self.minReplicasToWrite) || !has(self.replicas) || self.minReplicasToWrite < self.replicas",message="spec.store.minReplicasToWrite must be less than spec.store.replicas",fieldPath=".minReplicasToWrite"
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicasToWrite) || !has(self.replicas) || self.minReplicasToWrite == 0 || self.minReplicasToWrite <= self.replicas - 2",message="spec.store.minReplicasToWrite must be 0 or at most spec.store.replicas - 2: when every replica is required, the primary stops taking writes as soon as one server dies, and a newly promoted primary refuses writes until the dead one is back",fieldPath=".minReplicasToWrite"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || !has(self.sentinel) || !has(self.sentinel.replicas) || self.sentinel.replicas >= 3",message="spec.store.sentinel.replicas must be at least 3 when spec.store.replicas is above 1: a failover needs a majority of the Sentinels, and with 1 or 2 losing one leaves no majority, so the store could never fail over",fieldPath=".sentinel.replicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || !has(self.sentinel) || !has(self.sentinel.replicas) || !has(self.sentinel.quorum) || self.sentinel.quorum < self.sentinel.replicas",message="spec.store.sentinel.quorum must be less than spec.store.sentinel.replicas when spec.store.replicas is above 1: with a quorum of every Sentinel, losing one Sentinel means the primary can never be agreed down, so the store could never fail over",fieldPath=".sentinel.quorum"
 type StoreSpec struct {
 	// image is any Redis 7+ or Valkey 8+ image holding redis-server, redis-sentinel,
 	// redis-cli and a POSIX shell.
@@ -203,8 +205,11 @@ type StoreSpec struct {
 	Persistence *PersistenceSpec `json:"persistence,omitempty"`
 
 	// minReplicasToWrite is how many replicas must be connected for the primary to accept
-	// writes, which bounds what an isolated old primary can accept. Defaults to 1 when
-	// there are replicas, else 0.
+	// writes, which bounds what an isolated old primary can accept. It must leave one
+	// server to lose (0, or at most replicas - 2): otherwise one dead server stops every
+	// write. Defaults to 1 with 3 or more servers, else 0 (a 2-server store keeps writing
+	// when either dies, at the price of an isolated primary accepting writes that a
+	// failover then discards; acknowledged writes, made with WAIT 1, are not among them).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=8
@@ -230,13 +235,16 @@ type StoreSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.quorum) || !has(self.replicas) || self.quorum <= self.replicas",message="spec.store.sentinel.quorum must not exceed spec.store.sentinel.replicas",fieldPath=".quorum"
 type SentinelSpec struct {
 	// replicas is the number of Sentinels; an odd number of at least 3 survives one loss.
+	// A store with replicas needs at least 3: a failover needs a majority of them.
 	// +optional
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=7
 	Replicas int32 `json:"replicas,omitempty"`
 
-	// quorum is how many Sentinels must agree that the primary is down.
+	// quorum is how many Sentinels must agree that the primary is down. A store with
+	// replicas needs it below replicas, so that losing one Sentinel still lets a failover
+	// start.
 	// +optional
 	// +kubebuilder:default=2
 	// +kubebuilder:validation:Minimum=1
@@ -522,6 +530,68 @@ type StoreStatus struct {
 	// lastFailover is the most recent change of primary the operator saw.
 	// +optional
 	LastFailover *FailoverRecord `json:"lastFailover,omitempty"`
+
+	// rollout is where an operator-driven change of the servers (a new template, or a
+	// scale) stands; absent when every server runs the current template.
+	// +optional
+	Rollout *StoreRollout `json:"rollout,omitempty"`
+
+	// claims is where the servers' PersistentVolumeClaims stand against
+	// spec.store.persistence.size; absent without persistence.
+	// +optional
+	Claims *ClaimsStatus `json:"claims,omitempty"`
+}
+
+// RolloutStep is what an operator-driven rollout of the servers does next.
+// +kubebuilder:validation:Enum=Wait;ScaleTo;DeletePod;Switchover
+type RolloutStep string
+
+const (
+	// RolloutWait: the store must settle first (a pod not ready, a replica behind, a
+	// failover under way); the message says on what.
+	RolloutWait RolloutStep = "Wait"
+	// RolloutScaleTo: the servers' StatefulSet is being resized.
+	RolloutScaleTo RolloutStep = "ScaleTo"
+	// RolloutDeletePod: a server is being replaced at the current template.
+	RolloutDeletePod RolloutStep = "DeletePod"
+	// RolloutSwitchover: the primary is being handed over to an updated replica.
+	RolloutSwitchover RolloutStep = "Switchover"
+)
+
+// StoreRollout is the next step of an operator-driven rollout of the servers: replicas
+// first, one at a time, then one planned switchover, then the old primary.
+type StoreRollout struct {
+	// step is what the operator does next.
+	// +required
+	Step RolloutStep `json:"step"`
+
+	// message says which pod, and why (or what it waits for).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Message string `json:"message,omitempty"`
+}
+
+// ClaimsStatus is where a growth of the servers' claims stands. The operator asks each
+// claim for the new size and asks again until every claim has it.
+type ClaimsStatus struct {
+	// size every claim should have.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Size string `json:"size"`
+
+	// resized counts claims whose capacity has reached size.
+	// +optional
+	Resized int32 `json:"resized"`
+
+	// pending counts claims still asked for (or refusing) the size, or whose volume has not
+	// grown yet.
+	// +optional
+	Pending int32 `json:"pending"`
+
+	// message says why a claim has not grown, when one has not.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // FailoverRecord is one change of primary.

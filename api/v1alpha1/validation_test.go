@@ -87,7 +87,9 @@ func TestValidManifestsAreAccepted(t *testing.T) {
 			"sentinel":    m{"replicas": 5, "quorum": 3, "downAfter": "2500ms", "failoverTimeout": "2m"},
 			"persistence": m{"size": "1Gi", "storageClassName": "fast", "deleteClaim": true},
 			"auth":        m{"existingSecret": "shop-redis", "existingSecretKey": "redis-password"}}}},
-		"gateway": {"spec": m{"ingress": m{"host": "shop.example.com", "controller": "GatewayAPI", "parentRefs": l{m{"name": "public"}}}}},
+		"two-servers":              {"spec": m{"store": m{"replicas": 2, "minReplicasToWrite": 0}}},
+		"single-server-1-sentinel": {"spec": m{"store": m{"replicas": 1, "sentinel": m{"replicas": 1, "quorum": 1}}}},
+		"gateway":                  {"spec": m{"ingress": m{"host": "shop.example.com", "controller": "GatewayAPI", "parentRefs": l{m{"name": "public"}}}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			u := manifest(t, store, "ok-"+name, edit)
@@ -123,6 +125,11 @@ func TestInvalidManifestsNameTheField(t *testing.T) {
 		{"downAfter too short", m{"spec": m{"store": m{"sentinel": m{"downAfter": "500ms"}}}}, "spec.store.sentinel.downAfter"},
 		{"name too long for child names", m{"metadata": m{"name": long}}, "metadata.name"},
 		{"minReplicasToWrite not below replicas", m{"spec": m{"store": m{"replicas": 3, "minReplicasToWrite": 3}}}, "spec.store.minReplicasToWrite"},
+		{"every replica required to write", m{"spec": m{"store": m{"replicas": 2, "minReplicasToWrite": 1}}}, "spec.store.minReplicasToWrite"},
+		{"every replica of three required", m{"spec": m{"store": m{"replicas": 3, "minReplicasToWrite": 2}}}, "spec.store.minReplicasToWrite"},
+		{"two sentinels for a replicated store", m{"spec": m{"store": m{"replicas": 2, "sentinel": m{"replicas": 2, "quorum": 1}}}}, "spec.store.sentinel.replicas"},
+		{"one sentinel for a replicated store", m{"spec": m{"store": m{"sentinel": m{"replicas": 1, "quorum": 1}}}}, "spec.store.sentinel.replicas"},
+		{"quorum of every sentinel", m{"spec": m{"store": m{"sentinel": m{"replicas": 3, "quorum": 3}}}}, "spec.store.sentinel.quorum"},
 		{"maxMemory too small", m{"spec": m{"store": m{"maxMemory": "1Mi"}}}, "spec.store.maxMemory"},
 		{"clustering outside Clustered", m{"spec": m{"clustering": m{"port": 4000}}}, "spec.clustering"},
 		{"gateway without parentRefs", m{"spec": m{"ingress": m{"host": "a.example.com", "controller": "GatewayAPI"}}}, "spec.ingress.parentRefs"},

@@ -76,6 +76,9 @@ type Options struct {
 	Burst int
 	// Observer asks the stores' Sentinels; nil uses the real one.
 	Observer store.Observer
+	// Admin takes the planned rollout steps on the stores; nil uses the real one, unless
+	// Observer is set (a test without stores).
+	Admin controllers.StoreAdmin
 }
 
 // New builds the manager with the SessionCluster controller registered.
@@ -104,7 +107,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	waker := controllers.NewWaker(1024)
-	observer := o.Observer
+	observer, admin := o.Observer, o.Admin
+	if admin == nil && observer == nil {
+		admin = &store.Admin{Timeout: o.ObserveTimeout}
+	}
 	if observer == nil {
 		sentinels := store.NewSentinelObserver(o.ObserveConcurrency, o.ObserveTimeout)
 		sentinels.Notify = waker.Wake
@@ -128,6 +134,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		APIReader:                 mgr.GetAPIReader(),
 		Events:                    mgr.GetEventRecorder("session-operator"),
 		Observer:                  observer,
+		Admin:                     admin,
 		Render:                    render.Options{ClusterDomain: o.ClusterDomain, OperatorNamespace: o.OperatorNamespace},
 		MaxConcurrentReconciles:   o.MaxConcurrentReconciles,
 		GatewayAPI:                gateway.Installed,

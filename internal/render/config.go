@@ -38,6 +38,8 @@ func StoreConfigFiles(spec *StoreParams) map[string]string {
 		"redis.conf":           redisConf(spec),
 		"sentinel.conf":        sentinelConf(),
 		"sentinel-master.conf": sentinelMasterConf(spec),
+		HostsFileStore:         strings.Join(spec.StoreHosts, " ") + "\n",
+		HostsFileSentinel:      strings.Join(spec.SentinelHosts, " ") + "\n",
 	}
 	for _, s := range scriptNames {
 		files[s] = Script(s)
@@ -45,8 +47,19 @@ func StoreConfigFiles(spec *StoreParams) map[string]string {
 	return files
 }
 
+// The ConfigMap files holding the servers' and the Sentinels' host names, space
+// separated, in ordinal order. No config hash covers them: a scale changes them without
+// rolling any pod, and a running pod sees the new list when the kubelet refreshes the
+// volume (a booting pod reads the current one).
+const (
+	HostsFileStore    = "store-hosts"
+	HostsFileSentinel = "sentinel-hosts"
+)
+
 // StoreParams are the settings the store's configuration text depends on.
 type StoreParams struct {
+	StoreHosts         []string
+	SentinelHosts      []string
 	MasterName         string
 	MaxMemoryBytes     int64
 	MinReplicasToWrite int32
@@ -97,6 +110,8 @@ func sentinelMasterConf(p *StoreParams) string {
 func (b *builder) storeParams() *StoreParams {
 	st := b.spec.Store
 	return &StoreParams{
+		StoreHosts:         b.names.StoreHosts(st.Replicas),
+		SentinelHosts:      b.names.SentinelHosts(st.Sentinel.Replicas),
 		MasterName:         b.names.MasterName(),
 		MaxMemoryBytes:     st.MaxMemory.Value(),
 		MinReplicasToWrite: *st.MinReplicasToWrite,

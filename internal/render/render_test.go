@@ -170,8 +170,15 @@ func TestStoreTopology(t *testing.T) {
 	}
 	c := sts.Spec.Template.Spec.Containers[0]
 	env := envOf(c)
-	if got := env["STORE_HOSTS"].Value; got != "shop-store-0.shop-store-headless.web.svc.cluster.local shop-store-1.shop-store-headless.web.svc.cluster.local shop-store-2.shop-store-headless.web.svc.cluster.local" {
-		t.Errorf("STORE_HOSTS %q", got)
+	cm := find[*corev1.ConfigMap](t, d, "shop-store-config")
+	if got := cm.Data[HostsFileStore]; got != "shop-store-0.shop-store-headless.web.svc.cluster.local shop-store-1.shop-store-headless.web.svc.cluster.local shop-store-2.shop-store-headless.web.svc.cluster.local\n" {
+		t.Errorf("%s %q", HostsFileStore, got)
+	}
+	if _, ok := env["STORE_HOSTS"]; ok {
+		t.Error("STORE_HOSTS in the env: a scale would roll every pod")
+	}
+	if sts.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
+		t.Errorf("store update strategy %s, want OnDelete (the operator rolls the servers)", sts.Spec.UpdateStrategy.Type)
 	}
 	if env["REDISCLI_AUTH"].ValueFrom == nil || env["REDISCLI_AUTH"].ValueFrom.SecretKeyRef.Name != "shop-store-auth" {
 		t.Errorf("REDISCLI_AUTH %+v", env["REDISCLI_AUTH"])
@@ -194,7 +201,7 @@ func TestStoreTopology(t *testing.T) {
 	if *sent.Spec.Replicas != 3 {
 		t.Errorf("sentinels %d", *sent.Spec.Replicas)
 	}
-	cm := find[*corev1.ConfigMap](t, d, "shop-store-config")
+	cm = find[*corev1.ConfigMap](t, d, "shop-store-config")
 	conf := cm.Data["redis.conf"]
 	for _, want := range []string{"maxmemory 268435456", "maxmemory-policy volatile-lru", "min-replicas-to-write 1", `save ""`} {
 		if !strings.Contains(conf, want) {
@@ -467,5 +474,54 @@ func TestNetworkPolicyAdmitsTheOperatorFromItsNamespaceOnly(t *testing.T) {
 	}
 	if operatorPeers != 1 {
 		t.Errorf("%d operator peers in %+v", operatorPeers, np.Spec.Ingress[0].From)
+	}
+}
+
+// TestScaleRollsNoPod: changing the number of servers or Sentinels changes the ConfigMap's
+// host lists, never a pod template, so no running pod is replaced and no failover happens.
+func TestScaleRollsNoPod(t *testing.T) {
+	templates := func(servers, sentinels int32) (string, string, map[string]string) {
+		d := mustRender(t, cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) {
+			s.Store.Replicas = servers
+			s.Store.Sentinel.Replicas = sentinels
+		}))
+		a := find[*appsv1.StatefulSet](t, d, "shop-store")
+		b := find[*appsv1.StatefulSet](t, d, "shop-sentinel")
+		return Hash(a.Spec.Template), Hash(b.Spec.Template), find[*corev1.ConfigMap](t, d, "shop-store-config").Data
+	}
+	s3, t3, cm3 := templates(3, 3)
+	s5, t5, cm5 := templates(5, 5)
+	if s3 != s5 || t3 != t5 {
+		t.Error("scaling 3 -> 5 changed a pod template")
+	}
+	if cm3[HostsFileStore] == cm5[HostsFileStore] || cm3[HostsFileSentinel] == cm5[HostsFileSentinel] {
+		t.Error("scaling did not change the host lists")
+	}
+}
+
+// TestClaimsFollowDeleteClaim: claims of scaled-away replicas go when deleteClaim is set.
+func TestClaimsFollowDeleteClaim(t *testing.T) {
+	for _, del := range []bool{false, true} {
+		d := mustRender(t, cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) {
+			s.Store.Persistence = &sessionv1.PersistenceSpec{Size: resource.MustParse("1Gi"), DeleteClaim: del}
+		}))
+		p := find[*appsv1.StatefulSet](t, d, "shop-store").Spec.PersistentVolumeClaimRetentionPolicy
+		want := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+		if del {
+			want = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+		}
+		if p == nil || p.WhenScaled != want || p.WhenDeleted != want {
+			t.Errorf("deleteClaim %v: retention %+v", del, p)
+		}
+	}
+}
+
+// TestTwoServerStoreKeepsWriting: with two servers, requiring a replica would stop every
+// write when either dies; the default requires none.
+func TestTwoServerStoreKeepsWriting(t *testing.T) {
+	d := mustRender(t, cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) { s.Store.Replicas = 2 }))
+	cm := find[*corev1.ConfigMap](t, d, "shop-store-config")
+	if !strings.Contains(cm.Data["redis.conf"], "min-replicas-to-write 0") {
+		t.Errorf("two servers must keep writing when one dies:\n%s", cm.Data["redis.conf"])
 	}
 }

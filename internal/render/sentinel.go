@@ -35,7 +35,10 @@ func (b *builder) sentinelStatefulSet() *appsv1.StatefulSet {
 		},
 	}
 	return b.storeSet(n.Sentinel(), ComponentSentinel, "redis-sentinel", n.Sentinel(), st.Sentinel.Replicas, 10,
-		[]string{"sentinel.conf", "sentinel-master.conf", "common.sh", "sentinel-boot.sh", "sentinel-probe.sh"}, container)
+		[]string{"sentinel.conf", "sentinel-master.conf", "common.sh", "sentinel-boot.sh", "sentinel-probe.sh"}, container,
+		// A Sentinel holds no data and is ready only once it can take part in a failover:
+		// rolling them in order is safe.
+		appsv1.RollingUpdateStatefulSetStrategyType)
 }
 
 // sentinelService is headless: clients and peers address each Sentinel by its own name.

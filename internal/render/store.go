@@ -2,13 +2,16 @@ package render
 
 import (
 	"strconv"
-	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
+
+// ClaimTemplateName names the servers' claim template; claims are
+// <ClaimTemplateName>-<store StatefulSet>-<ordinal>.
+const ClaimTemplateName = "data"
 
 // PreStopSeconds is how long a stopping primary waits for the Sentinels to hand over.
 const PreStopSeconds = 30
@@ -21,14 +24,16 @@ const PreStopSeconds = 30
 // ("waitpid() returned a pid ... we can't find").
 
 // storeEnv is the environment the boot and probe scripts read (see scripts/common.sh).
+// The host lists are not in it: they change with spec.store.replicas and
+// spec.store.sentinel.replicas, and a changed env would roll every pod (and fail the
+// primary over) on a mere scale. The scripts read them from the ConfigMap files
+// HostsFileStore and HostsFileSentinel, which the config hash leaves out.
 func (b *builder) storeEnv(domainVar, domain string) []corev1.EnvVar {
 	st := b.spec.Store
 	n := b.names
 	return []corev1.EnvVar{
 		fieldEnv("POD_NAME", "metadata.name"),
 		{Name: domainVar, Value: domain},
-		{Name: "STORE_HOSTS", Value: strings.Join(n.StoreHosts(st.Replicas), " ")},
-		{Name: "SENTINEL_HOSTS", Value: strings.Join(n.SentinelHosts(st.Sentinel.Replicas), " ")},
 		{Name: "MASTER_NAME", Value: n.MasterName()},
 		{Name: "SENTINEL_QUORUM", Value: strconv.Itoa(int(st.Sentinel.Quorum))},
 		{Name: "REDIS_PORT", Value: strconv.Itoa(RedisPort)},
@@ -90,7 +95,7 @@ func storeScript(name string, args ...string) []string {
 // storeSet is what the servers and the Sentinels share: a StatefulSet, so each pod has a
 // stable DNS name to announce, started in parallel, restricted, spread across nodes, and
 // rolled when the configuration files it boots from change.
-func (b *builder) storeSet(name, component, appName, service string, replicas int32, grace int64, files []string, c corev1.Container) *appsv1.StatefulSet {
+func (b *builder) storeSet(name, component, appName, service string, replicas int32, grace int64, files []string, c corev1.Container, update appsv1.StatefulSetUpdateStrategyType) *appsv1.StatefulSet {
 	sel := Selector(b.sc, component)
 	return &appsv1.StatefulSet{
 		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
@@ -100,7 +105,7 @@ func (b *builder) storeSet(name, component, appName, service string, replicas in
 			ServiceName:         service,
 			Selector:            &metav1.LabelSelector{MatchLabels: sel},
 			PodManagementPolicy: appsv1.ParallelPodManagement,
-			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: update},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
 					Labels:      Labels(b.sc, component, appName),
@@ -144,19 +149,26 @@ func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
 		VolumeMounts:    storeMounts(),
 	}
 	sts := b.storeSet(n.Store(), ComponentStore, "redis", n.StoreHeadless(), st.Replicas, PreStopSeconds+15,
-		[]string{"redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh"}, container)
+		[]string{"redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh"}, container,
+		// The operator replaces the servers itself (controllers/rollout.go): replicas
+		// first, then one planned switchover, then the old primary. A RollingUpdate would
+		// take the pods in ordinal order and hand the primary over to the next pod it is
+		// about to replace, so the primary would change twice.
+		appsv1.OnDeleteStatefulSetStrategyType)
 	labels := sts.Spec.Template.Labels
 	if p := st.Persistence; p != nil {
 		policy := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 		if p.DeleteClaim {
 			policy = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
 		}
+		// Claims of replicas removed by a scale-down follow deleteClaim too: kept claims
+		// would hold stale data that a later scale-up attaches again.
 		sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
 			WhenDeleted: policy,
-			WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+			WhenScaled:  policy,
 		}
 		sts.Spec.VolumeClaimTemplates = []corev1.PersistentVolumeClaim{{
-			ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels},
+			ObjectMeta: metav1.ObjectMeta{Name: ClaimTemplateName, Labels: labels},
 			Spec: corev1.PersistentVolumeClaimSpec{
 				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 				StorageClassName: p.StorageClassName,

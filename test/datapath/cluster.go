@@ -102,10 +102,17 @@ func findObject[T client.Object](d *render.Desired, name string) (T, error) {
 // newCluster renders the SessionCluster, writes its ConfigMap into a per-run directory,
 // maps the rendered host names to loopback addresses and prepares (without starting) one
 // process per Redis and Sentinel pod.
-func newCluster(t testing.TB) *cluster {
+func newCluster(t testing.TB) *cluster { return newClusterWith(t, nil, 0) }
+
+// newClusterWith is newCluster for a SessionCluster changed by mutate, with host names
+// mapped for up to maxServers Redis servers (so that a scale-up has addresses).
+func newClusterWith(t testing.TB, mutate func(*sessionv1.SessionCluster), maxServers int) *cluster {
 	t.Helper()
 	preflight(t)
 	sc := sessionCluster()
+	if mutate != nil {
+		mutate(sc)
+	}
 	d, err := render.Render(sc, render.Options{}, render.Inputs{Password: harnessPassword, PasswordVersion: "datapath"})
 	if err != nil {
 		t.Fatalf("render: %v", err)
@@ -149,6 +156,9 @@ func newCluster(t testing.TB) *cluster {
 	}
 	for _, p := range append(append([]*pod{}, c.redis...), c.sentinels...) {
 		c.addrs[p.host] = p.addr
+	}
+	for i := len(c.redis); i < maxServers; i++ {
+		c.addrs[n.StorePod(i)+"."+n.StoreDomain()] = fmt.Sprintf("127.0.0.%d", 21+i)
 	}
 	c.hosts, err = addHosts("/etc/hosts", c.addrs)
 	if err != nil {

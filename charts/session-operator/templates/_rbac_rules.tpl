@@ -23,8 +23,18 @@ The rules of the RBAC objects in config/rbac, for the chart's Roles and ClusterR
 - apiGroups:
   - ""
   resources:
+  - persistentvolumeclaims
+  verbs:
+  - get
+  - list
+  - patch
+  - watch
+- apiGroups:
+  - ""
+  resources:
   - pods
   verbs:
+  - delete
   - get
   - list
   - patch

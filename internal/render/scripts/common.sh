@@ -4,8 +4,6 @@
 # Environment (set by the operator's StatefulSets; the data-path harness sets the same):
 #   POD_NAME             this pod's name, e.g. shop-store-1
 #   STORE_DOMAIN         the store's headless Service domain; a server is $POD_NAME.$STORE_DOMAIN
-#   STORE_HOSTS          every Redis server's host name, space separated, ordinal order
-#   SENTINEL_HOSTS       every Sentinel's host name, space separated
 #   MASTER_NAME          the Sentinel master name
 #   REDIS_PORT SENTINEL_PORT
 #   REDISCLI_AUTH        the password (from the auth Secret)
@@ -13,6 +11,14 @@
 #   RUN_DIR              a private writable directory for the runtime configuration
 #   DATA_DIR             Redis data directory
 #   BIND_ADDRESS         optional: where to listen (the harness's address hook); default all
+#
+# The host lists come from the ConfigMap, not the env, so that scaling rolls no pod:
+#   $CONFIG_DIR/store-hosts     every Redis server's host name, space separated, ordinal order
+#   $CONFIG_DIR/sentinel-hosts  every Sentinel's host name, space separated
+# A running pod sees a scale once the kubelet refreshes the volume; nothing it does in
+# steady state depends on the lists.
+STORE_HOSTS=$(cat "$CONFIG_DIR/store-hosts")
+SENTINEL_HOSTS=$(cat "$CONFIG_DIR/sentinel-hosts")
 
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*" >&2; }
 
@@ -85,4 +91,16 @@ peers_hold_data() {
     [ -n "$_o" ] && [ "$_o" != "0" ] && return 0
   done
   return 1
+}
+
+# The primary this server last knew, kept in its data directory (the readiness probe and
+# the preStop write it): after every server and Sentinel restarted at once (a cluster
+# restart) nobody else knows, and the server that was the primary, with the newest data,
+# must be the one elected, not the first by ordinal.
+last_primary() { cat "$DATA_DIR/last-primary" 2>/dev/null || true; }
+remember_primary() {
+  [ -n "$1" ] || return 0
+  [ "$(last_primary)" = "$1" ] && return 0
+  printf '%s\n' "$1" >"$DATA_DIR/last-primary.tmp" 2>/dev/null && mv "$DATA_DIR/last-primary.tmp" "$DATA_DIR/last-primary" 2>/dev/null
+  return 0
 }

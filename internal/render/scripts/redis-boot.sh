@@ -10,8 +10,12 @@
 #      another starts its own after down-after) two replicas get promoted; the data-path
 #      harness saw that end in two primaries, then a replication loop. Waiting costs
 #      down-after plus the failover, the same as a crash.
-#   3. Only when nobody knows a primary (the very first start) does the first server
-#      elect itself; the others wait for it.
+#   3. When nobody knows a primary (every server and Sentinel restarted at once), the
+#      server that was the primary when it stopped (its data directory says so, see
+#      last_primary) elects itself; the others wait for it (LAST_PRIMARY_WAIT seconds,
+#      default 60, in case it never comes back).
+#   4. Only when nobody knows a primary and no server remembers one (the very first
+#      start) does the first server elect itself; the others wait for it.
 set -eu
 . "$CONFIG_DIR/common.sh"
 
@@ -21,6 +25,7 @@ FIRST_HOST=${STORE_HOSTS%% *}
 
 decide_master() {
   n=0
+  last=$(last_primary)
   while :; do
     if m=$(sentinel_master); then
       if [ "$m" != "$MY_HOST" ]; then echo "$m"; return; fi
@@ -28,6 +33,11 @@ decide_master() {
       [ $((n % 10)) -eq 0 ] && log "the sentinels name this server primary but replicas hold its data: waiting for them to promote one"
     elif m=$(peer_master); then
       echo "$m"; return
+    elif [ "$last" = "$MY_HOST" ]; then
+      log "no sentinel or server knows a primary; this server was the primary when it stopped: electing it"
+      echo "$MY_HOST"; return
+    elif [ -n "$last" ] && [ "$n" -lt "${LAST_PRIMARY_WAIT:-60}" ]; then
+      [ $((n % 10)) -eq 0 ] && log "no sentinel or server knows a primary: waiting for $last, the primary when this server stopped"
     elif [ "$MY_HOST" = "$FIRST_HOST" ]; then
       log "no sentinel or server knows a primary: first start, electing $MY_HOST"
       echo "$MY_HOST"; return

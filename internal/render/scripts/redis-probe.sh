@@ -16,10 +16,10 @@ case "${1:-ready}" in
     i=$(rcli "$host" "$REDIS_PORT" INFO) || { echo "no answer"; exit 1; }
     [ "$(info_field "$i" loading)" = "0" ] || { echo "loading"; exit 1; }
     case "$(info_field "$i" role)" in
-      master) exit 0 ;;
+      master) remember_primary "$POD_NAME.$STORE_DOMAIN"; exit 0 ;;
       slave)
         link=$(info_field "$i" master_link_status)
-        [ "$link" = "up" ] && exit 0
+        [ "$link" = "up" ] && { remember_primary "$(info_field "$i" master_host)"; exit 0; }
         echo "master_link_status:$link"; exit 1 ;;
     esac
     echo "unknown role"; exit 1 ;;

@@ -13,12 +13,29 @@ MY_ID=$(printf '%s' "$MY_HOST" | sha1sum | cut -c1-40)
 others=
 for s in $SENTINEL_HOSTS; do [ "$s" = "$MY_HOST" ] || others="$others $s"; done
 
+# The primary: as another Sentinel knows it, else as the servers do. When neither knows
+# (every pod restarting at once), wait for the servers to settle it among themselves
+# (redis-boot.sh: the one that was the primary elects itself) rather than name the first
+# server, which may hold older data; only after SENTINEL_BOOT_WAIT seconds (default 30,
+# a first start's first server elects itself at once) fall back to the first server.
 master=
-for s in $others; do
-  master=$(rcli "$s" "$SENTINEL_PORT" SENTINEL get-master-addr-by-name "$MASTER_NAME" | head -n 1 | tr -d '\r')
+n=0
+while :; do
+  for s in $others; do
+    master=$(rcli "$s" "$SENTINEL_PORT" SENTINEL get-master-addr-by-name "$MASTER_NAME" | head -n 1 | tr -d '\r')
+    [ -n "$master" ] && break
+  done
   [ -n "$master" ] && break
+  master=$(MY_HOST=; peer_master) && break
+  if [ "$n" -ge "${SENTINEL_BOOT_WAIT:-30}" ]; then
+    master=${STORE_HOSTS%% *}
+    log "no sentinel or server names a primary after ${n}s: monitoring the first server"
+    break
+  fi
+  [ $((n % 10)) -eq 0 ] && log "no sentinel or server names a primary yet: waiting"
+  n=$((n + 1))
+  sleep 1
 done
-[ -n "$master" ] || master=$(MY_HOST=; peer_master) || master=${STORE_HOSTS%% *}
 # Sentinel refuses a monitor line whose host does not resolve; a first primary's DNS name
 # appears only once its pod has an address.
 until resolves "$master"; do log "waiting for $master to resolve"; sleep 1; done
