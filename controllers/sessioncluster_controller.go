@@ -55,6 +55,8 @@ type SessionClusterReconciler struct {
 	WatchHTTPRoutes bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// SyncUsers applies the store's ACL users live; nil means store.SyncUsers.
+	SyncUsers func(context.Context, store.UsersTarget) (store.UsersSync, error)
 }
 
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
@@ -97,6 +99,7 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	p := &pass{sc: sc, spec: sc.Spec.WithDefaults(), now: r.now()}
 	for _, s := range []step{
 		{"readInputs", r.readInputs},
+		{"syncUsers", r.syncUsers},
 		{"render", r.render},
 		{"applyChildren", r.applyChildren},
 		{"pruneChildren", r.pruneChildren},
