@@ -35,6 +35,8 @@ import (
 var (
 	k8s      client.WithWatch
 	observer = store.NewStatic()
+	// users stands in for the live ACL step: envtest runs no Redis.
+	users = &fakeUsers{failing: map[string]bool{}}
 	// managerWrites counts the manager's own write requests, not the tests'.
 	managerWrites = &testenv.Counter{}
 	waker         = NewWaker(16)
@@ -80,6 +82,7 @@ func runSuite(m *testing.M) int {
 		APIReader:               mgr.GetAPIReader(),
 		Events:                  mgr.GetEventRecorder("session-operator"),
 		Observer:                observer,
+		SyncUsers:               users.sync,
 		MaxConcurrentReconciles: 4,
 		// No TTL: the Gateway API test installs the CRDs mid-run.
 		GatewayAPI: (&GatewayDetector{Mapper: mgr.GetRESTMapper()}).Installed,
