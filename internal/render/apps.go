@@ -91,7 +91,7 @@ func (b *builder) appDeployment(app *sessionv1.AppSpec) *appsv1.Deployment {
 }
 
 // drainSeconds is how long a stopping app pod keeps serving so that the load balancer
-// stops sending it users first; Store mode loses nothing when a pod stops, so it needs none.
+// stops sending it users first.
 func (b *builder) drainSeconds() int64 {
 	switch b.spec.Mode {
 	case sessionv1.ModeSticky:
@@ -99,7 +99,9 @@ func (b *builder) drainSeconds() int64 {
 	case sessionv1.ModeClustered:
 		return 5
 	}
-	return 0
+	// Store: a rolling update (a password rotation rolls the apps) must not send requests
+	// to a pod that has stopped listening before its endpoint left the Service.
+	return 5
 }
 
 // terminationGrace leaves a clustered pod time to hand its sessions to its peers.
