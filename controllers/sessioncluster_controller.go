@@ -4,6 +4,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -153,6 +154,13 @@ func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, status
 		log.FromContext(ctx).Info("store failed over", "from", fo.from, "to", fo.to, "duration", fo.duration)
 		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventFailover, "Failover",
 			"Primary moved from %s to %s", fo.from, fo.to)
+	}
+	if status.Store != nil && rotationFinished(p.sc.Status.Store, status.Store) {
+		rot := status.Store.PasswordRotation
+		took := rot.FinishedAt.Sub(rot.StartedAt.Time).Round(time.Second)
+		log.FromContext(ctx).Info("store passwords rotated", "users", rot.Users, "took", took)
+		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventPasswordRotated, "RotatePassword",
+			"New passwords for %s are in use and the old ones are dropped (%s)", strings.Join(rot.Users, ", "), took)
 	}
 	if status.Store != nil {
 		metrics.StoreReplicasReady.WithLabelValues(ns, name).Set(float64(status.Store.ReadyReplicas))

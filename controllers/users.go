@@ -255,3 +255,12 @@ func findSecret(d *render.Desired, name string) (*corev1.Secret, error) {
 	}
 	return nil, fmt.Errorf("no secret %s rendered", name)
 }
+
+// rotationFinished reports whether a rotation finished between the previous status and
+// the new one.
+func rotationFinished(prev, now *sessionv1.StoreStatus) bool {
+	if now == nil || now.PasswordRotation == nil || now.PasswordRotation.Phase != sessionv1.RotationFinished || now.PasswordRotation.FinishedAt == nil {
+		return false
+	}
+	return prev == nil || prev.PasswordRotation == nil || prev.PasswordRotation.Phase != sessionv1.RotationFinished
+}

@@ -177,6 +177,7 @@ func TestPasswordRotation(t *testing.T) {
 		}
 		return nil
 	})
+	eventually(t, 10*time.Second, func() error { _, err := eventWith(t, ns, sessionv1.EventPasswordRotated); return err })
 	if sc.Status.Store.UsersRevision == "" {
 		t.Error("no users revision in status")
 	}

@@ -62,4 +62,6 @@ const (
 	EventStatefulSetReplaced = "StatefulSetReplaced"
 	// EventClaimNotExpanded: a store claim could not grow to spec.store.persistence.size.
 	EventClaimNotExpanded = "ClaimNotExpanded"
+	// EventPasswordRotated: the apps run on new store passwords and the old ones are gone.
+	EventPasswordRotated = "PasswordRotated"
 )
