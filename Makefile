@@ -47,9 +47,11 @@ envtest-assets: ## Find or build etcd, kube-apiserver and kubectl for envtest (b
 
 # deps-redis installs Debian's Redis packages when they are missing (one line says so), or
 # stops at once with the command to run; every target that starts Redis depends on it.
-.PHONY: deps-redis
+.PHONY: deps-redis deps-node
 deps-redis:
 	@hack/deps.sh redis
+deps-node:
+	@hack/deps.sh node
 
 .PHONY: test
 test: deps-redis check-generated vet envtest-assets ## Unit and envtest suites, the reference app's tests (real Redis), and stale-file checks.

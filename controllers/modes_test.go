@@ -187,7 +187,11 @@ func ownedChildren(t *testing.T, sc *sessionv1.SessionCluster) map[string]types.
 
 func expectedChildren(t *testing.T, sc *sessionv1.SessionCluster) []string {
 	t.Helper()
-	d, err := render.Render(sc, render.Options{}, render.Inputs{Password: "any-password-1"})
+	in := render.Inputs{AppPasswords: map[string]string{}, Internal: render.InternalPasswords{Operator: "o", Replication: "r", Sentinel: "s"}}
+	for _, a := range sc.Spec.Apps {
+		in.AppPasswords[a.Name] = "any-password-1"
+	}
+	d, err := render.Render(sc, render.Options{}, in)
 	if err != nil {
 		t.Fatal(err)
 	}

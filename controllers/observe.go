@@ -28,15 +28,16 @@ func (r *SessionClusterReconciler) observeStore(ctx context.Context, p *pass) er
 	if p.sentinelSet, err = r.getStatefulSet(ctx, p.sc.Namespace, n.Sentinel()); err != nil {
 		return err
 	}
-	p.storeObserved = p.storeSet == nil || p.sentinelSet == nil || p.inputs.Password != ""
-	if p.storeSet == nil || p.sentinelSet == nil || p.inputs.Password == "" {
+	p.storeObserved = p.storeSet == nil || p.sentinelSet == nil || p.inputs.Internal.Operator != ""
+	if p.storeSet == nil || p.sentinelSet == nil || p.inputs.Internal.Operator == "" {
 		return nil
 	}
 	obs, err := r.Observer.Observe(ctx, store.Target{
 		Cluster:    client.ObjectKeyFromObject(p.sc),
 		MasterName: n.MasterName(),
 		Sentinels:  render.HostPorts(n.SentinelHosts(p.spec.Store.Sentinel.Replicas), render.SentinelPort),
-		Password:   p.inputs.Password,
+		Username:   render.UserOperator,
+		Password:   p.inputs.Internal.Operator,
 	})
 	p.observed, p.observeErr = &obs, err
 	if err != nil {

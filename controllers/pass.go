@@ -20,6 +20,14 @@ type pass struct {
 	inputs  render.Inputs
 	desired *render.Desired
 
+	// accepted are the password hashes each app user accepted before this pass (from the
+	// users Secret); usersRevision is the users rendered now, usersLive those every
+	// server and Sentinel holds; rotation is where the latest password rotation stands.
+	accepted      map[string][]string
+	usersRevision string
+	usersLive     string
+	rotation      *sessionv1.PasswordRotation
+
 	// problem stops the pass before anything is written: the spec cannot be honoured as it
 	// stands (a stranger's object in the way, a missing password Secret).
 	problem *problem

@@ -26,7 +26,7 @@ import (
 // StoreAdmin is what the rollout asks of a running store; *store.Admin talks to the real
 // servers and Sentinels, envtest (which runs no pods) uses a fake.
 type StoreAdmin interface {
-	Server(ctx context.Context, addr, password string) store.Server
+	Server(ctx context.Context, addr string, t store.Target) store.Server
 	Sentinels(ctx context.Context, t store.Target) store.SentinelView
 	Switchover(ctx context.Context, t store.Target, primary string, candidates []string, port int, budget time.Duration) (string, error)
 }
@@ -51,7 +51,7 @@ func (r *SessionClusterReconciler) planStore(ctx context.Context, p *pass) error
 	}
 	n := render.NamesFor(p.sc, r.Render.ClusterDomain)
 	sts, err := r.getStatefulSet(ctx, p.sc.Namespace, n.Store())
-	if err != nil || sts == nil || p.inputs.Password == "" {
+	if err != nil || sts == nil || p.inputs.Internal.Operator == "" {
 		return err
 	}
 	sentinels, err := r.getStatefulSet(ctx, p.sc.Namespace, n.Sentinel())
@@ -161,7 +161,8 @@ func (r *SessionClusterReconciler) storeTarget(p *pass, n render.Names) store.Ta
 		Cluster:    client.ObjectKeyFromObject(p.sc),
 		MasterName: n.MasterName(),
 		Sentinels:  render.HostPorts(n.SentinelHosts(p.spec.Store.Sentinel.Replicas), render.SentinelPort),
-		Password:   p.inputs.Password,
+		Username:   render.UserOperator,
+		Password:   p.inputs.Internal.Operator,
 	}
 }
 
@@ -203,7 +204,7 @@ func (r *SessionClusterReconciler) rolloutState(ctx context.Context, p *pass, n 
 		wg.Add(1)
 		go func(pr *probe) {
 			defer wg.Done()
-			pr.server = r.Admin.Server(ctx, fmt.Sprintf("%s:%d", pr.host, render.RedisPort), p.inputs.Password)
+			pr.server = r.Admin.Server(ctx, fmt.Sprintf("%s:%d", pr.host, render.RedisPort), r.storeTarget(p, n))
 		}(&probes[i])
 	}
 	wg.Wait()

@@ -56,7 +56,7 @@ func (f *fakeAdmin) steps(key types.NamespacedName) []string {
 	return append([]string(nil), f.log[key]...)
 }
 
-func (f *fakeAdmin) Server(_ context.Context, addr, _ string) store.Server {
+func (f *fakeAdmin) Server(_ context.Context, addr string, _ store.Target) store.Server {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	host, _, _ := net.SplitHostPort(addr)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,6 +71,8 @@ type SessionClusterReconciler struct {
 	ctrl         controller.Controller
 	cache        cache.Cache
 	routeWatchMu sync.Mutex
+	// SyncUsers applies the store's ACL users live; nil means store.SyncUsers.
+	SyncUsers func(context.Context, store.UsersTarget) (store.UsersSync, error)
 }
 
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
@@ -117,6 +120,7 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	var errs []error
 	for _, s := range []step{
 		{name: "readInputs", run: r.readInputs},
+		{name: "syncUsers", run: r.syncUsers},
 		{name: "render", run: r.render},
 		{name: "planStore", run: r.planStore},
 		{name: "applyChildren", run: r.applyChildren},
@@ -186,6 +190,13 @@ func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, prev *
 		log.FromContext(ctx).Info("store failed over", "from", fo.from, "to", fo.to, "duration", fo.duration)
 		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventFailover, "Failover",
 			"Primary moved from %s to %s", fo.from, fo.to)
+	}
+	if status.Store != nil && rotationFinished(p.sc.Status.Store, status.Store) {
+		rot := status.Store.PasswordRotation
+		took := rot.FinishedAt.Sub(rot.StartedAt.Time).Round(time.Second)
+		log.FromContext(ctx).Info("store passwords rotated", "users", rot.Users, "took", took)
+		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventPasswordRotated, "RotatePassword",
+			"New passwords for %s are in use and the old ones are dropped (%s)", strings.Join(rot.Users, ", "), took)
 	}
 	if status.Store != nil {
 		metrics.StoreReplicasReady.WithLabelValues(ns, name).Set(float64(status.Store.ReadyReplicas))

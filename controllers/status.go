@@ -135,6 +135,16 @@ func storeStatus(p *pass) (*sessionv1.StoreStatus, *failover) {
 	out.Rollout, out.Claims = p.rollout, p.claims
 	out.ReadyReplicas = readyOf(p.storeSet)
 	out.SentinelsReady = readyOf(p.sentinelSet)
+	if prev := p.sc.Status.Store; prev != nil {
+		out.UsersRevision = prev.UsersRevision
+		out.PasswordRotation = prev.PasswordRotation.DeepCopy()
+	}
+	if p.usersLive != "" {
+		out.UsersRevision = p.usersLive
+	}
+	if p.rotation != nil {
+		out.PasswordRotation = p.rotation
+	}
 	if p.observed == nil || p.observed.PrimaryHost == "" {
 		return out, nil
 	}

@@ -51,6 +51,7 @@ func storeChildren() []client.Object {
 		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "shop-store"}},
 		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "shop-sentinel"}},
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "shop-store"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "shop-store-users"}},
 	}
 }
 
@@ -126,11 +127,19 @@ func TestStoreModeCreatesWiredChildren(t *testing.T) {
 
 	auth := children[0].(*corev1.Secret)
 	binding := children[1].(*corev1.Secret)
-	pw := string(auth.Data[render.PasswordKey])
+	pw := string(auth.Data[render.AppPasswordKey("web")])
 	if len(pw) != 32 {
 		t.Fatalf("generated password has %d characters", len(pw))
 	}
-	if string(binding.Data["password"]) != pw || string(binding.Data["type"]) != "redis" ||
+	if string(auth.Data[render.AppUsernameKey("web")]) != "app-web" {
+		t.Errorf("auth secret keys %v", auth.Data)
+	}
+	usersSecret := children[len(children)-1].(*corev1.Secret)
+	if acl := string(usersSecret.Data[render.ServerUsersKey]); !strings.Contains(acl, "user app-web on #"+render.PasswordHash(pw)+" ") ||
+		!strings.Contains(acl, "user default off") || strings.Contains(acl, pw) {
+		t.Errorf("users secret ACL lines:\n%s", acl)
+	}
+	if string(binding.Data["password"]) != pw || string(binding.Data["username"]) != "app-web" || string(binding.Data["type"]) != "redis" ||
 		string(binding.Data["host"]) != "shop-store."+ns+".svc.cluster.local" || string(binding.Data["sentinel.master"]) != "shop" {
 		t.Errorf("binding secret %v", binding.Data)
 	}
@@ -144,7 +153,8 @@ func TestStoreModeCreatesWiredChildren(t *testing.T) {
 		env[e.Name] = e
 	}
 	for _, k := range []string{"SESSION_MODE", "SESSION_TTL", "SESSION_REDIS_SENTINEL_ADDRS", "SESSION_REDIS_SENTINEL_MASTER", "SESSION_REDIS_ADDR",
-		"SESSION_REDIS_PASSWORD", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD",
+		"SESSION_REDIS_PASSWORD", "SESSION_REDIS_USERNAME", "REDIS_USERNAME", "SPRING_DATA_REDIS_USERNAME",
+		"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD",
 		"SPRING_DATA_REDIS_SENTINEL_MASTER", "SPRING_DATA_REDIS_SENTINEL_NODES", "SPRING_DATA_REDIS_PASSWORD"} {
 		if _, ok := env[k]; !ok {
 			t.Errorf("app container lacks %s", k)
@@ -557,8 +567,12 @@ func TestUserPasswordSecret(t *testing.T) {
 	if string(binding.Data["password"]) != "correct-horse-battery" {
 		t.Error("binding secret does not carry the user's password")
 	}
-	if err := get(t, ns, "shop-store-auth", &corev1.Secret{}); err == nil {
-		t.Error("a password was generated although the user gave one")
+	names := &corev1.Secret{}
+	if err := get(t, ns, "shop-store-auth", names); err != nil {
+		t.Fatal(err)
+	}
+	if len(names.Data) != 1 || string(names.Data["web.username"]) != "app-web" {
+		t.Errorf("with the user's password the auth secret holds only user names: %v", names.Data)
 	}
 	dep := &appsv1.Deployment{}
 	if err := get(t, ns, "shop-web", dep); err != nil {

@@ -37,6 +37,8 @@ var (
 	k8s      client.WithWatch
 	observer = store.NewStatic()
 	admin    = newFakeAdmin()
+	// users stands in for the live ACL step: envtest runs no Redis.
+	users = &fakeUsers{failing: map[string]bool{}}
 	// managerWrites counts the manager's own write requests, not the tests'.
 	managerWrites = &testenv.Counter{}
 	waker         = NewWaker(16)
@@ -84,6 +86,7 @@ func runSuite(m *testing.M) int {
 		Events:                  mgr.GetEventRecorder("session-operator"),
 		Observer:                observer,
 		Admin:                   admin,
+		SyncUsers:               users.sync,
 		MaxConcurrentReconciles: 4,
 		// No TTL: the Gateway API test installs the CRDs mid-run.
 		GatewayAPI:                gateway.Installed,

@@ -51,6 +51,9 @@ const (
 	ReasonNameConflict = "NameConflict"
 	// ReasonAuthSecretInvalid: auth.existingSecret is missing or lacks the key.
 	ReasonAuthSecretInvalid = "AuthSecretInvalid"
+	// ReasonUsersSecretMissing: the store runs but the Secret with its internal users'
+	// passwords is gone, so they cannot be recovered.
+	ReasonUsersSecretMissing = "UsersSecretMissing"
 	// ReasonInvalidSpec: the spec passed the CRD's validation but cannot be honoured.
 	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonApplyFailed: writing a child failed.
@@ -74,4 +77,6 @@ const (
 	EventStorePodReplaced = "StorePodReplaced"
 	// EventSwitchover: a planned handover of the primary during a rollout or scale-down.
 	EventSwitchover = "Switchover"
+	// EventPasswordRotated: the apps run on new store passwords and the old ones are gone.
+	EventPasswordRotated = "PasswordRotated"
 )

@@ -105,7 +105,7 @@ type SessionSettings struct {
 }
 
 // AppSpec is one application Deployment.
-// +kubebuilder:validation:XValidation:rule="!(self.name in ['store', 'store-headless', 'store-auth', 'store-config', 'sentinel', 'session']) && !self.name.endsWith('-peers')",message="spec.apps[].name must not be store, store-headless, store-auth, store-config, sentinel, session or end in -peers: those names belong to the session infrastructure",fieldPath=".name"
+// +kubebuilder:validation:XValidation:rule="!(self.name in ['store', 'store-headless', 'store-auth', 'store-users', 'store-config', 'sentinel', 'session']) && !self.name.endsWith('-peers')",message="spec.apps[].name must not be store, store-headless, store-auth, store-users, store-config, sentinel, session or end in -peers: those names belong to the session infrastructure",fieldPath=".name"
 type AppSpec struct {
 	// name of the app; its Deployment and Service are named <cluster>-<name>.
 	// +required
@@ -168,6 +168,16 @@ type AppSpec struct {
 	// resources of the app container.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// keyPrefix confines the app's Redis user to keys and Pub/Sub channels starting with
+	// it (for example "session:" for the reference app, "spring:session:" for Spring
+	// Session, "sess:" for connect-redis, "PHPREDIS_SESSION:" for PHP). Empty: every key.
+	// Only with a store.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[-A-Za-z0-9_.:/{}@|=+]+$`
+	KeyPrefix string `json:"keyPrefix,omitempty"`
 }
 
 // StoreSpec is the replicated Redis session store with Sentinel failover.
@@ -286,10 +296,18 @@ type PersistenceSpec struct {
 	DeleteClaim bool `json:"deleteClaim,omitempty"`
 }
 
-// StoreAuth chooses the store password.
+// AnnotationRotatePassword on a SessionCluster asks for new generated app passwords:
+// set it to any new value (a date, a counter) and the operator rotates each app's
+// password live, once per value. Changing the Secret named by store.auth.existingSecret
+// rotates a user-provided password the same way.
+const AnnotationRotatePassword = "session.sessionops.dev/rotate-password"
+
+// StoreAuth chooses the apps' store passwords. Each app has its own Redis user; the
+// replication, Sentinel and operator users always get generated passwords.
 type StoreAuth struct {
-	// existingSecret names a Secret in the same namespace holding the password under
-	// existingSecretKey. Empty: the operator generates one in <name>-store-auth.
+	// existingSecret names a Secret in the same namespace holding the apps' password under
+	// existingSecretKey; every app's user then shares that password. Empty: the operator
+	// generates one password per app in <name>-store-auth.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$`
@@ -540,6 +558,43 @@ type StoreStatus struct {
 	// spec.store.persistence.size; absent without persistence.
 	// +optional
 	Claims *ClaimsStatus `json:"claims,omitempty"`
+
+	// usersRevision identifies the Redis ACL users (names, rules, accepted password
+	// hashes) that every running server and Sentinel holds; it follows the store's users
+	// Secret once the operator has applied it to them live.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	UsersRevision string `json:"usersRevision,omitempty"`
+
+	// passwordRotation is the most recent password rotation: started when a password
+	// changed, finished when no running app pod uses an old password any more and every
+	// server and Sentinel has dropped it.
+	// +optional
+	PasswordRotation *PasswordRotation `json:"passwordRotation,omitempty"`
+}
+
+// PasswordRotation describes one rotation of the apps' store passwords.
+type PasswordRotation struct {
+	// startedAt is when the operator first accepted a new password.
+	// +required
+	StartedAt metav1.Time `json:"startedAt"`
+
+	// finishedAt is when the old passwords were dropped; absent while the rotation runs.
+	// +optional
+	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
+
+	// users whose password is (or was) being rotated.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=64
+	Users []string `json:"users,omitempty"`
+
+	// phase is AddingPassword (the new password is being added to every server and
+	// Sentinel), RollingApps (the apps move to it), DroppingPassword (the old one is being
+	// removed) or Finished.
+	// +optional
+	Phase RotationPhase `json:"phase,omitempty"`
 }
 
 // RolloutStep is what an operator-driven rollout of the servers does next.
@@ -593,6 +648,17 @@ type ClaimsStatus struct {
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
 }
+
+// RotationPhase is where a password rotation stands.
+// +kubebuilder:validation:Enum=AddingPassword;RollingApps;DroppingPassword;Finished
+type RotationPhase string
+
+const (
+	RotationAddingPassword   RotationPhase = "AddingPassword"
+	RotationRollingApps      RotationPhase = "RollingApps"
+	RotationDroppingPassword RotationPhase = "DroppingPassword"
+	RotationFinished         RotationPhase = "Finished"
+)
 
 // FailoverRecord is one change of primary.
 type FailoverRecord struct {

@@ -45,6 +45,7 @@ type Config struct {
 	SentinelAddrs  []string
 	SentinelMaster string
 	RedisAddr      string
+	RedisUsername  string // the app's ACL user, for Redis and the Sentinels alike
 	RedisPassword  string
 	WaitReplicas   int
 	WaitTimeout    time.Duration
@@ -80,6 +81,7 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	}
 	// The password is taken verbatim: a password may legitimately contain spaces.
 	c.RedisPassword, _ = lookup("SESSION_REDIS_PASSWORD")
+	c.RedisUsername = get("SESSION_REDIS_USERNAME")
 
 	switch m := get("SESSION_MODE"); strings.ToLower(m) {
 	case "":

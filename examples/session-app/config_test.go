@@ -25,6 +25,7 @@ func TestLoadConfig(t *testing.T) {
 			"SESSION_REDIS_SENTINEL_ADDRS":  "s-0.s:26379, s-1.s:26379,s-2.s:26379",
 			"SESSION_REDIS_SENTINEL_MASTER": "mymaster", "SESSION_REDIS_ADDR": "shop-store:6379",
 			"SESSION_REDIS_PASSWORD": " pw with spaces ", "SESSION_REDIS_WAIT_REPLICAS": "1",
+			"SESSION_REDIS_USERNAME": "app-web",
 			"PORT": "9090", "SESSION_COOKIE_NAME": "shop_sid", "POD_NAME": "web-abc",
 		}, check: func(t *testing.T, c Config) {
 			if c.TTL != 45*time.Minute { // SESSION_TTL wins over SESSION_TTL_SECONDS
@@ -33,7 +34,7 @@ func TestLoadConfig(t *testing.T) {
 			if strings.Join(c.SentinelAddrs, "|") != "s-0.s:26379|s-1.s:26379|s-2.s:26379" {
 				t.Errorf("sentinels %q", c.SentinelAddrs)
 			}
-			if c.RedisPassword != " pw with spaces " || c.WaitReplicas != 1 || c.Port != 9090 ||
+			if c.RedisPassword != " pw with spaces " || c.RedisUsername != "app-web" || c.WaitReplicas != 1 || c.Port != 9090 ||
 				c.CookieName != "shop_sid" || c.Instance != "web-abc" {
 				t.Errorf("got %+v", c)
 			}

@@ -62,7 +62,9 @@ func newRedisClient(c Config) redis.UniversalClient {
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName:       c.SentinelMaster,
 			SentinelAddrs:    c.SentinelAddrs,
+			SentinelUsername: c.RedisUsername,
 			SentinelPassword: c.RedisPassword,
+			Username:         c.RedisUsername,
 			Password:         c.RedisPassword,
 			ClientName:       "session-app",
 			DialTimeout:      time.Second,
@@ -80,6 +82,7 @@ func newRedisClient(c Config) redis.UniversalClient {
 	}
 	return redis.NewClient(&redis.Options{
 		Addr:                  c.RedisAddr,
+		Username:              c.RedisUsername,
 		Password:              c.RedisPassword,
 		ClientName:            "session-app",
 		DialTimeout:           time.Second,

@@ -13,6 +13,16 @@ import (
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 )
 
+// appPodAnnotations: the wiring hash, and with a store the password version, so a change
+// of either rolls the app.
+func (b *builder) appPodAnnotations(app *sessionv1.AppSpec) map[string]string {
+	ann := map[string]string{AnnotationWiringHash: b.wiringHash(app)}
+	if b.spec.HasStore() {
+		ann[AnnotationPasswordVersion] = b.podPasswordVersion(app.Name)
+	}
+	return ann
+}
+
 func (b *builder) appDeployment(app *sessionv1.AppSpec) *appsv1.Deployment {
 	n := b.names
 	labels := merge(Labels(b.sc, ComponentApp, app.Name), map[string]string{LabelApp: app.Name})
@@ -58,7 +68,7 @@ func (b *builder) appDeployment(app *sessionv1.AppSpec) *appsv1.Deployment {
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
 					Labels:      labels,
-					Annotations: map[string]string{AnnotationWiringHash: b.wiringHash(app)},
+					Annotations: b.appPodAnnotations(app),
 				},
 				Spec: corev1.PodSpec{
 					AutomountServiceAccountToken: boolPtr(false),
@@ -81,7 +91,7 @@ func (b *builder) appDeployment(app *sessionv1.AppSpec) *appsv1.Deployment {
 }
 
 // drainSeconds is how long a stopping app pod keeps serving so that the load balancer
-// stops sending it users first; Store mode loses nothing when a pod stops, so it needs none.
+// stops sending it users first.
 func (b *builder) drainSeconds() int64 {
 	switch b.spec.Mode {
 	case sessionv1.ModeSticky:
@@ -89,7 +99,9 @@ func (b *builder) drainSeconds() int64 {
 	case sessionv1.ModeClustered:
 		return 5
 	}
-	return 0
+	// Store: a rolling update (a password rotation rolls the apps) must not send requests
+	// to a pod that has stopped listening before its endpoint left the Service.
+	return 5
 }
 
 // terminationGrace leaves a clustered pod time to hand its sessions to its peers.

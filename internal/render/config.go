@@ -71,9 +71,12 @@ type StoreParams struct {
 func redisConf(p *StoreParams) string {
 	var b strings.Builder
 	line := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
-	line("# Rendered by session-operator. No secret lives here: the boot script adds the")
-	line("# password into a private runtime file that includes this one.")
+	line("# Rendered by session-operator. No secret lives here: the boot script adds the ACL")
+	line("# users and the replication password into a private runtime file including this one.")
 	line("protected-mode no")
+	// Expiry and deletion events, which Spring Session listens for; set here so that no
+	// app needs CONFIG (which its user may not run).
+	line("notify-keyspace-events Egx")
 	line("tcp-keepalive 30")
 	line("maxmemory %d", p.MaxMemoryBytes)
 	// Sessions carry a TTL: under memory pressure evict the least recently used of them

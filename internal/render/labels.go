@@ -25,6 +25,10 @@ const (
 	AnnotationSpecHash = "session.sessionops.dev/spec-hash"
 	// AnnotationWiringHash on a pod template changes whenever the wiring does, so pods roll.
 	AnnotationWiringHash = "session.sessionops.dev/wiring-hash"
+	// AnnotationPasswordVersion on an app's pod template tags the store password its pods
+	// start with (PasswordVersion): the operator drops an old password only when no
+	// running pod carries its version.
+	AnnotationPasswordVersion = "session.sessionops.dev/password-version"
 	// AnnotationConfigHash on the store's pod templates changes with their configuration.
 	AnnotationConfigHash = "session.sessionops.dev/config-hash"
 

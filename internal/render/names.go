@@ -33,6 +33,7 @@ func (n Names) Store() string         { return n.Cluster + "-store" }
 func (n Names) StoreHeadless() string { return n.Cluster + "-store-headless" }
 func (n Names) StoreConfig() string   { return n.Cluster + "-store-config" }
 func (n Names) AuthSecret() string    { return n.Cluster + "-store-auth" }
+func (n Names) UsersSecret() string   { return n.Cluster + "-store-users" }
 func (n Names) Sentinel() string      { return n.Cluster + "-sentinel" }
 func (n Names) Binding() string       { return n.Cluster + "-session" }
 func (n Names) App(app string) string { return n.Cluster + "-" + app }

@@ -28,12 +28,23 @@ var DefaultOperatorPodLabels = map[string]string{LabelName: "session-operator"}
 
 // Inputs are the facts the operator reads from the cluster before rendering.
 type Inputs struct {
-	// Password is the store password. It goes into the generated auth Secret (when the
-	// user names none) and the binding Secret, and nowhere else.
-	Password string
-	// PasswordVersion changes whenever the password does (the Secret's resourceVersion),
-	// so app pods, which read it once at start, roll when it is rotated.
-	PasswordVersion string
+	// AppPasswords are the apps' store passwords by app name: generated, one per app, or
+	// with store.auth.existingSecret the user's, the same for every app. They go into the
+	// generated auth Secret and the binding Secret, and nowhere else.
+	AppPasswords map[string]string
+	// Internal are the operator's, replication's and the Sentinels' passwords; they go
+	// into the users Secret only.
+	Internal InternalPasswords
+	// Accepted are the password hashes each app user (AppUser) accepts: during a rotation
+	// the old and the new. A user missing here accepts its current password only.
+	Accepted map[string][]string
+	// PodPasswordVersions are, by app name, the password version (PasswordVersion) the
+	// app's pods are started with: the operator moves it to a new password only once every
+	// server and Sentinel accepts it, which rolls the app. Missing: the current password's.
+	PodPasswordVersions map[string]string
+	// RotationHandled is the last rotate-password annotation value acted on, recorded on
+	// the generated auth Secret.
+	RotationHandled string
 	// GatewayAPI is true when the Gateway API CRDs are installed.
 	GatewayAPI bool
 	// GatewaySessionPersistence is true when the installed HTTPRoute schema keeps a rule's
@@ -46,6 +57,9 @@ type Inputs struct {
 // what others refer to (Secrets, configuration, Services) before what refers to them.
 type Desired struct {
 	Objects []client.Object
+	// Users are the store's ACL users, which the operator also applies live; nil without
+	// a store.
+	Users *Users
 	// Blocked lists children the spec asks for that cannot be made, with the reason.
 	Blocked []string
 }
@@ -65,13 +79,18 @@ func Render(sc *sessionv1.SessionCluster, opts Options, in Inputs) (*Desired, er
 	add := func(objs ...client.Object) { d.Objects = append(d.Objects, objs...) }
 
 	if spec.HasStore() {
-		if spec.Store.Auth.ExistingSecret == "" {
-			if in.Password == "" {
-				return nil, fmt.Errorf("rendering store: no password to put in the auth secret")
+		for _, app := range spec.Apps {
+			if in.AppPasswords[app.Name] == "" {
+				return nil, fmt.Errorf("rendering store: no password for app %s", app.Name)
 			}
-			add(b.authSecret())
 		}
-		add(b.bindingSecret(), b.storeConfig())
+		if !in.Internal.Complete() {
+			return nil, fmt.Errorf("rendering store: missing a password of the operator, replication or sentinel user")
+		}
+		add(b.authSecret())
+		users := b.storeUsers()
+		d.Users = &users
+		add(b.usersSecret(users), b.bindingSecret(), b.storeConfig())
 		add(b.storeHeadlessService(), b.storePrimaryService(), b.sentinelService())
 		add(b.storeStatefulSet(), b.sentinelStatefulSet())
 		add(b.storePDB(), b.sentinelPDB(), b.storeNetworkPolicy())

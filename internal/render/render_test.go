@@ -3,6 +3,7 @@ package render
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -41,9 +42,21 @@ func cluster(mode sessionv1.SessionMode, mutate ...func(*sessionv1.SessionCluste
 	return sc
 }
 
+// Internal passwords of the tests; like testPassword, none may leave a Secret.
+var testInternal = InternalPasswords{Operator: "opPassw0rdNeverSeen1", Replication: "replPassw0rdNeverSeen2", Sentinel: "sentPassw0rdNeverSeen3"}
+
+// inputsFor gives every app of sc the password pw.
+func inputsFor(sc *sessionv1.SessionCluster, pw string) Inputs {
+	in := Inputs{AppPasswords: map[string]string{}, Internal: testInternal}
+	for _, a := range sc.Spec.Apps {
+		in.AppPasswords[a.Name] = pw
+	}
+	return in
+}
+
 func mustRender(t *testing.T, sc *sessionv1.SessionCluster) *Desired {
 	t.Helper()
-	d, err := Render(sc, Options{}, Inputs{Password: testPassword, PasswordVersion: "v1"})
+	d, err := Render(sc, Options{}, inputsFor(sc, testPassword))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +162,14 @@ func TestPasswordOnlyInSecrets(t *testing.T) {
 				secrets++
 				continue
 			}
-			if strings.Contains(string(raw), testPassword) {
-				t.Errorf("%T %s holds the password", o, o.GetName())
+			for _, pw := range []string{testPassword, testInternal.Operator, testInternal.Replication, testInternal.Sentinel} {
+				if strings.Contains(string(raw), pw) {
+					t.Errorf("%T %s holds a password", o, o.GetName())
+				}
 			}
 		}
-		if secrets != 2 {
-			t.Errorf("want auth and binding Secrets, got %d Secrets", secrets)
+		if secrets != 3 {
+			t.Errorf("want auth, users and binding Secrets, got %d Secrets", secrets)
 		}
 	}
 }
@@ -180,7 +195,8 @@ func TestStoreTopology(t *testing.T) {
 	if sts.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
 		t.Errorf("store update strategy %s, want OnDelete (the operator rolls the servers)", sts.Spec.UpdateStrategy.Type)
 	}
-	if env["REDISCLI_AUTH"].ValueFrom == nil || env["REDISCLI_AUTH"].ValueFrom.SecretKeyRef.Name != "shop-store-auth" {
+	if env["REDISCLI_AUTH"].ValueFrom == nil || env["REDISCLI_AUTH"].ValueFrom.SecretKeyRef.Name != "shop-store-users" ||
+		env["REDISCLI_AUTH"].ValueFrom.SecretKeyRef.Key != UserOperator || env["REDISCLI_USER"].Value != UserOperator {
 		t.Errorf("REDISCLI_AUTH %+v", env["REDISCLI_AUTH"])
 	}
 	if c.ReadinessProbe == nil || !slices.Contains(c.ReadinessProbe.Exec.Command, "ready") {
@@ -307,7 +323,7 @@ func TestAppWiring(t *testing.T) {
 		"SESSION_REDIS_ADDR":                "shop-store.web.svc.cluster.local:6379",
 		"SESSION_REDIS_WAIT_REPLICAS":       "1",
 		"REDIS_PORT":                        "6379",
-		"REDIS_URL":                         "redis://:$(REDIS_PASSWORD)@shop-store.web.svc.cluster.local:6379/0",
+		"REDIS_URL":                         "redis://$(REDIS_USERNAME):$(REDIS_PASSWORD)@shop-store.web.svc.cluster.local:6379/0",
 		"SPRING_DATA_REDIS_SENTINEL_MASTER": "shop",
 		"SPRING_DATA_REDIS_SENTINEL_NODES":  "shop-sentinel-0.shop-sentinel.web.svc.cluster.local:26379,shop-sentinel-1.shop-sentinel.web.svc.cluster.local:26379,shop-sentinel-2.shop-sentinel.web.svc.cluster.local:26379",
 		"REDIS_HOST":                        "override",
@@ -318,10 +334,25 @@ func TestAppWiring(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, env[k].Value, v)
 		}
 	}
-	for _, k := range []string{"SESSION_REDIS_PASSWORD", "REDIS_PASSWORD", "SPRING_DATA_REDIS_PASSWORD"} {
-		if env[k].ValueFrom == nil || env[k].ValueFrom.SecretKeyRef == nil || env[k].Value != "" {
-			t.Errorf("%s must be a secretKeyRef: %+v", k, env[k])
+	for _, k := range []string{"SESSION_REDIS_PASSWORD", "REDIS_PASSWORD", "SPRING_DATA_REDIS_PASSWORD", "SPRING_DATA_REDIS_SENTINEL_PASSWORD"} {
+		if env[k].ValueFrom == nil || env[k].ValueFrom.SecretKeyRef == nil || env[k].Value != "" ||
+			*env[k].ValueFrom.SecretKeyRef != (corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "shop-store-auth"}, Key: "web.password"}) {
+			t.Errorf("%s must be a secretKeyRef to shop-store-auth web.password: %+v", k, env[k])
 		}
+	}
+	for _, k := range []string{"SESSION_REDIS_USERNAME", "REDIS_USERNAME", "SPRING_DATA_REDIS_USERNAME", "SPRING_DATA_REDIS_SENTINEL_USERNAME"} {
+		if env[k].ValueFrom == nil || env[k].ValueFrom.SecretKeyRef == nil ||
+			*env[k].ValueFrom.SecretKeyRef != (corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "shop-store-auth"}, Key: "web.username"}) {
+			t.Errorf("%s must be a secretKeyRef to shop-store-auth web.username: %+v", k, env[k])
+		}
+	}
+	auth := find[*corev1.Secret](t, d, "shop-store-auth")
+	if string(auth.Data["web.username"]) != "app-web" || string(auth.Data["web.password"]) != testPassword {
+		t.Errorf("auth secret keys %v", slices.Sorted(maps.Keys(auth.Data)))
+	}
+	binding := find[*corev1.Secret](t, d, "shop-session")
+	if string(binding.Data["username"]) != "app-web" || string(binding.Data["password"]) != testPassword {
+		t.Error("binding secret lacks the app's username and password")
 	}
 	count := 0
 	for _, e := range c.Env {
@@ -348,7 +379,7 @@ func TestWiringHashRollsPods(t *testing.T) {
 		}
 		return find[*appsv1.Deployment](t, d, "shop-web").Spec.Template.Annotations[AnnotationWiringHash]
 	}
-	in := Inputs{Password: testPassword, PasswordVersion: "1"}
+	in := inputsFor(cluster(sessionv1.ModeStore), testPassword)
 	base := hash(cluster(sessionv1.ModeStore), in)
 	if base != hash(cluster(sessionv1.ModeStore), in) {
 		t.Fatal("wiring hash is not stable")
@@ -356,7 +387,6 @@ func TestWiringHashRollsPods(t *testing.T) {
 	changes := map[string]string{
 		"ttl":       hash(cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) { s.Session.TTL = &metav1.Duration{Duration: 3600e9} }), in),
 		"sentinels": hash(cluster(sessionv1.ModeStore, func(s *sessionv1.SessionClusterSpec) { s.Store.Sentinel.Replicas = 5 }), in),
-		"password":  hash(cluster(sessionv1.ModeStore), Inputs{Password: "otherPassword123", PasswordVersion: "2"}),
 	}
 	for what, h := range changes {
 		if h == base {
@@ -413,8 +443,12 @@ func TestRenderIsPure(t *testing.T) {
 }
 
 func TestRenderRefusesAStoreWithoutPassword(t *testing.T) {
-	if _, err := Render(cluster(sessionv1.ModeStore), Options{}, Inputs{}); err == nil {
+	sc := cluster(sessionv1.ModeStore)
+	if _, err := Render(sc, Options{}, Inputs{Internal: testInternal}); err == nil {
 		t.Error("rendered a generated auth Secret with an empty password")
+	}
+	if _, err := Render(sc, Options{}, Inputs{AppPasswords: map[string]string{"web": testPassword}}); err == nil {
+		t.Error("rendered a store without the internal users' passwords")
 	}
 }
 
@@ -448,7 +482,8 @@ func TestStickyModeAloneUsesTheDefaultCookie(t *testing.T) {
 // TestNetworkPolicyAdmitsTheOperatorFromItsNamespaceOnly: a pod elsewhere carrying the
 // operator's labels must not pass as the operator.
 func TestNetworkPolicyAdmitsTheOperatorFromItsNamespaceOnly(t *testing.T) {
-	d, err := Render(cluster(sessionv1.ModeStore), Options{OperatorNamespace: "session-system"}, Inputs{Password: testPassword, PasswordVersion: "v1"})
+	sc := cluster(sessionv1.ModeStore)
+	d, err := Render(sc, Options{OperatorNamespace: "session-system"}, inputsFor(sc, testPassword))
 	if err != nil {
 		t.Fatal(err)
 	}

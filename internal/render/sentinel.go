@@ -32,6 +32,7 @@ func (b *builder) sentinelStatefulSet() *appsv1.StatefulSet {
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "config", MountPath: ConfigDir, ReadOnly: true},
 			{Name: "run", MountPath: RunDir},
+			{Name: "users", MountPath: UsersDir, ReadOnly: true},
 		},
 	}
 	return b.storeSet(n.Sentinel(), ComponentSentinel, "redis-sentinel", n.Sentinel(), st.Sentinel.Replicas, 10,

@@ -42,7 +42,11 @@ func (b *builder) storeEnv(domainVar, domain string) []corev1.EnvVar {
 		{Name: "RUN_DIR", Value: RunDir},
 		{Name: "DATA_DIR", Value: DataDir},
 		{Name: "PRESTOP_SECONDS", Value: strconv.Itoa(PreStopSeconds)},
-		secretEnv("REDISCLI_AUTH", b.passwordRef()),
+		// The scripts' redis-cli authenticates as the operator user; the other internal
+		// passwords are read from the users Secret mounted at USERS_DIR.
+		{Name: "USERS_DIR", Value: UsersDir},
+		{Name: "REDISCLI_USER", Value: UserOperator},
+		secretEnv("REDISCLI_AUTH", b.operatorPasswordRef()),
 	}
 }
 
@@ -56,6 +60,11 @@ func (b *builder) storeVolumes() []corev1.Volume {
 		{Name: "run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			Medium: corev1.StorageMediumMemory, SizeLimit: ptrQuantity("1Mi"),
 		}}},
+		// The ACL users (password hashes) and the internal users' passwords; the kubelet
+		// refreshes it, so a pod that restarts during a rotation boots with the current set.
+		{Name: "users", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: b.names.UsersSecret(), DefaultMode: int32Ptr(0o440),
+		}}},
 	}
 	return vols
 }
@@ -65,6 +74,7 @@ func storeMounts() []corev1.VolumeMount {
 		{Name: "config", MountPath: ConfigDir, ReadOnly: true},
 		{Name: "run", MountPath: RunDir},
 		{Name: "data", MountPath: DataDir},
+		{Name: "users", MountPath: UsersDir, ReadOnly: true},
 	}
 }
 
@@ -191,6 +201,11 @@ func (b *builder) configHash(files ...string) string {
 	for _, f := range files {
 		picked[f] = all[f]
 	}
+	// The internal users' passwords are read at boot; new ones (a store started over) must
+	// restart the pods. App passwords are not here: a rotation changes them live, never by
+	// restarting the store.
+	in := b.in.Internal
+	picked["internal-users"] = Hash([]string{PasswordHash(in.Operator), PasswordHash(in.Replication), PasswordHash(in.Sentinel)})
 	return Hash(picked)
 }
 

@@ -23,7 +23,7 @@ func (b *builder) wiringEnv(app *sessionv1.AppSpec) []corev1.EnvVar {
 		{Name: "PORT", Value: strconv.Itoa(int(app.Port))},
 	}
 	if b.spec.HasStore() {
-		env = append(env, b.storeWiring()...)
+		env = append(env, b.storeWiring(app.Name)...)
 	}
 	if b.spec.Mode == sessionv1.ModeClustered {
 		env = append(env, b.peerWiring(app)...)
@@ -31,13 +31,13 @@ func (b *builder) wiringEnv(app *sessionv1.AppSpec) []corev1.EnvVar {
 	return env
 }
 
-func (b *builder) storeWiring() []corev1.EnvVar {
+func (b *builder) storeWiring(app string) []corev1.EnvVar {
 	st := b.spec.Store
 	n := b.names
 	sentinels := strings.Join(HostPorts(n.SentinelHosts(st.Sentinel.Replicas), SentinelPort), ",")
 	primary := n.ServiceHost(n.Store())
 	port := strconv.Itoa(RedisPort)
-	pw := b.passwordRef()
+	pw, user := b.appPasswordRef(app), b.appUsernameRef(app)
 	// An acknowledged session must be on two servers; a single server has nobody to ask.
 	waitReplicas := "0"
 	if st.Replicas > 1 {
@@ -47,17 +47,21 @@ func (b *builder) storeWiring() []corev1.EnvVar {
 		{Name: "SESSION_REDIS_SENTINEL_ADDRS", Value: sentinels},
 		{Name: "SESSION_REDIS_SENTINEL_MASTER", Value: n.MasterName()},
 		{Name: "SESSION_REDIS_ADDR", Value: primary + ":" + port},
+		secretEnv("SESSION_REDIS_USERNAME", user),
 		secretEnv("SESSION_REDIS_PASSWORD", pw),
 		{Name: "SESSION_REDIS_WAIT_REPLICAS", Value: waitReplicas},
 		{Name: "REDIS_HOST", Value: primary},
 		{Name: "REDIS_PORT", Value: port},
+		secretEnv("REDIS_USERNAME", user),
 		secretEnv("REDIS_PASSWORD", pw),
-		// $(REDIS_PASSWORD) is expanded by the kubelet from the variable above: the pod
-		// spec holds the reference, never the password.
-		{Name: "REDIS_URL", Value: "redis://:$(REDIS_PASSWORD)@" + primary + ":" + port + "/0"},
+		// $(REDIS_USERNAME) and $(REDIS_PASSWORD) are expanded by the kubelet from the
+		// variables above: the pod spec holds the references, never the password.
+		{Name: "REDIS_URL", Value: "redis://$(REDIS_USERNAME):$(REDIS_PASSWORD)@" + primary + ":" + port + "/0"},
 		{Name: "SPRING_DATA_REDIS_SENTINEL_MASTER", Value: n.MasterName()},
 		{Name: "SPRING_DATA_REDIS_SENTINEL_NODES", Value: sentinels},
+		secretEnv("SPRING_DATA_REDIS_USERNAME", user),
 		secretEnv("SPRING_DATA_REDIS_PASSWORD", pw),
+		secretEnv("SPRING_DATA_REDIS_SENTINEL_USERNAME", user),
 		secretEnv("SPRING_DATA_REDIS_SENTINEL_PASSWORD", pw),
 	}
 }
@@ -101,13 +105,19 @@ func (b *builder) appEnv(app *sessionv1.AppSpec) []corev1.EnvVar {
 	return env
 }
 
-// wiringHash changes whenever what an app pod reads at start changes, including the
-// password's version, which no part of the pod template shows.
+// wiringHash changes whenever what an app pod reads from its pod spec at start changes.
+// A new password shows in the password-version annotation instead (podPasswordVersion).
 func (b *builder) wiringHash(app *sessionv1.AppSpec) string {
-	return Hash(struct {
-		Env             []corev1.EnvVar
-		PasswordVersion string
-	}{b.appEnv(app), b.in.PasswordVersion})
+	return Hash(b.appEnv(app))
+}
+
+// podPasswordVersion is the password version an app's pods start with: the one the
+// operator has made every server accept, else the current password's.
+func (b *builder) podPasswordVersion(app string) string {
+	if v := b.in.PodPasswordVersions[app]; v != "" {
+		return v
+	}
+	return PasswordVersion(PasswordHash(b.in.AppPasswords[app]))
 }
 
 func selectorString(sel map[string]string) string {

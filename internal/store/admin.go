@@ -58,23 +58,23 @@ func (a *Admin) timeout() time.Duration {
 	return 2 * time.Second
 }
 
-func (a *Admin) client(addr, password string) *redis.Client {
+func (a *Admin) client(addr string, t Target) *redis.Client {
 	name := a.ClientName
 	if name == "" {
 		name = DefaultClientName
 	}
 	return redis.NewClient(&redis.Options{
-		Addr: addr, Password: password, ClientName: name, Protocol: 2,
+		Addr: addr, Username: t.Username, Password: t.Password, ClientName: name, Protocol: 2,
 		DialTimeout: a.timeout(), ReadTimeout: a.timeout(), WriteTimeout: a.timeout(),
 		DialerRetries: 1, PoolSize: 1, MaxRetries: -1,
 	})
 }
 
-// Server reads INFO replication of the server at addr (host:port).
-func (a *Admin) Server(ctx context.Context, addr, password string) Server {
+// Server reads INFO replication of the server at addr (host:port), as t's user.
+func (a *Admin) Server(ctx context.Context, addr string, t Target) Server {
 	host, _, _ := net.SplitHostPort(addr)
 	s := Server{Host: host}
-	c := a.client(addr, password)
+	c := a.client(addr, t)
 	defer c.Close()
 	raw, err := c.Info(ctx, "replication", "persistence").Result()
 	if err != nil {
@@ -130,7 +130,7 @@ func (a *Admin) Sentinels(ctx context.Context, t Target) SentinelView {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := a.client(addr, t.Password)
+			c := a.client(addr, t)
 			defer c.Close()
 			cmd := redis.NewMapStringStringCmd(ctx, "SENTINEL", "MASTER", t.MasterName)
 			if c.Process(ctx, cmd) == nil {
@@ -188,7 +188,7 @@ func (a *Admin) Switchover(ctx context.Context, t Target, primary string, candid
 		return "", fmt.Errorf("%w: the Sentinels name %v, not %s", ErrNotSafe, view.Named, primary)
 	}
 	addr := func(h string) string { return net.JoinHostPort(h, strconv.Itoa(port)) }
-	p := a.Server(ctx, addr(primary), t.Password)
+	p := a.Server(ctx, addr(primary), t)
 	if !p.Reachable || p.Role != "master" {
 		return "", fmt.Errorf("%w: %s reports role %q", ErrNotSafe, primary, p.Role)
 	}
@@ -211,7 +211,7 @@ func (a *Admin) Switchover(ctx context.Context, t Target, primary string, candid
 		}
 	}
 	for _, h := range excluded {
-		c := a.client(addr(h), t.Password)
+		c := a.client(addr(h), t)
 		err := c.ConfigSet(ctx, "replica-priority", "0").Err()
 		c.Close()
 		if err != nil {
@@ -220,7 +220,7 @@ func (a *Admin) Switchover(ctx context.Context, t Target, primary string, candid
 	}
 	defer func() {
 		for _, h := range excluded {
-			c := a.client(addr(h), t.Password)
+			c := a.client(addr(h), t)
 			_ = c.ConfigSet(context.WithoutCancel(ctx), "replica-priority", "100").Err()
 			c.Close()
 		}
@@ -231,7 +231,7 @@ func (a *Admin) Switchover(ctx context.Context, t Target, primary string, candid
 		}
 	}
 
-	pc := a.client(addr(primary), t.Password)
+	pc := a.client(addr(primary), t)
 	defer pc.Close()
 	pauseMs := max(int64(time.Until(deadline)/time.Millisecond), 1000)
 	if err := pc.Do(ctx, "CLIENT", "PAUSE", pauseMs, "WRITE").Err(); err != nil {
@@ -241,7 +241,7 @@ func (a *Admin) Switchover(ctx context.Context, t Target, primary string, candid
 
 	// Every online replica at the primary's offset: nothing acknowledged is left behind.
 	for {
-		p = a.Server(ctx, addr(primary), t.Password)
+		p = a.Server(ctx, addr(primary), t)
 		behind := 0
 		for _, off := range p.Replicas {
 			if off != p.Offset {
@@ -262,7 +262,7 @@ func (a *Admin) Switchover(ctx context.Context, t Target, primary string, candid
 	asked := false
 	var lastErr error
 	for _, s := range t.Sentinels {
-		c := a.client(s, t.Password)
+		c := a.client(s, t)
 		err := c.Do(ctx, "SENTINEL", "FAILOVER", t.MasterName).Err()
 		c.Close()
 		if err == nil {
@@ -306,7 +306,7 @@ func (a *Admin) waitExcluded(ctx context.Context, t Target, excluded []string, d
 	for {
 		ok := true
 		for _, s := range t.Sentinels {
-			c := a.client(s, t.Password)
+			c := a.client(s, t)
 			cmd := redis.NewSliceCmd(ctx, "SENTINEL", "REPLICAS", t.MasterName)
 			err := c.Process(ctx, cmd)
 			c.Close()

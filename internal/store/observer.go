@@ -19,7 +19,9 @@ type Target struct {
 	MasterName string
 	// Sentinels are host:port addresses of every Sentinel.
 	Sentinels []string
-	// Password authenticates to the Sentinels.
+	// Username and Password authenticate to the Sentinels and the primary (the operator's
+	// ACL user; empty Username is the default user).
+	Username string
 	Password string
 }
 

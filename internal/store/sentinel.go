@@ -112,7 +112,7 @@ type storeState struct {
 }
 
 func fingerprint(t Target) string {
-	return t.MasterName + "\x00" + strings.Join(t.Sentinels, ",") + "\x00" + t.Password
+	return t.MasterName + "\x00" + strings.Join(t.Sentinels, ",") + "\x00" + t.Username + "\x00" + t.Password
 }
 
 // Observe asks every Sentinel of t for the primary; the answer most Sentinels give wins.
@@ -183,7 +183,7 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 	if primaryAddr != "" {
 		host, _, _ := net.SplitHostPort(primaryAddr)
 		obs.PrimaryHost = host
-		obs.Keys = o.dbsize(ctx, st, primaryAddr, t.Password)
+		obs.Keys = o.dbsize(ctx, st, primaryAddr, t.Username, t.Password)
 	}
 
 	st.mu.Lock()
@@ -239,7 +239,7 @@ func hostOf(addr string) string {
 }
 
 // dbsize samples the primary's key count; -1 when it cannot.
-func (o *SentinelObserver) dbsize(ctx context.Context, st *storeState, addr, password string) int64 {
+func (o *SentinelObserver) dbsize(ctx context.Context, st *storeState, addr, username, password string) int64 {
 	o.mu.Lock()
 	if o.stores[st.key] != st { // forgotten meanwhile: open nothing new
 		o.mu.Unlock()
@@ -250,7 +250,7 @@ func (o *SentinelObserver) dbsize(ctx context.Context, st *storeState, addr, pas
 			_ = st.primaryClient.Close()
 		}
 		st.primaryAddr = addr
-		st.primaryClient = redis.NewClient(o.options(addr, password))
+		st.primaryClient = redis.NewClient(o.options(addr, username, password))
 	}
 	c := st.primaryClient
 	o.mu.Unlock()
@@ -263,13 +263,14 @@ func (o *SentinelObserver) dbsize(ctx context.Context, st *storeState, addr, pas
 	return n
 }
 
-func (o *SentinelObserver) options(addr, password string) *redis.Options {
+func (o *SentinelObserver) options(addr, username, password string) *redis.Options {
 	name := o.ClientName
 	if name == "" {
 		name = DefaultClientName
 	}
 	return &redis.Options{
 		Addr:        addr,
+		Username:    username,
 		Password:    password,
 		ClientName:  name,
 		Protocol:    2,
@@ -310,7 +311,7 @@ func (o *SentinelObserver) state(t Target) (*storeState, error) {
 	}
 	for _, addr := range st.sentinels {
 		if _, ok := st.clients[addr]; !ok {
-			st.clients[addr] = redis.NewSentinelClient(o.options(addr, t.Password))
+			st.clients[addr] = redis.NewSentinelClient(o.options(addr, t.Username, t.Password))
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())

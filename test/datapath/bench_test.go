@@ -222,7 +222,7 @@ func runLoad(l *ledger, ids, urls []string, op string, clients int, d time.Durat
 // redisBenchmark runs redis-benchmark SET and GET with a session-sized value on the pod.
 func (c *cluster) redisBenchmark(t *testing.T, p *pod, test string) latencySummary {
 	t.Helper()
-	args := []string{"-h", p.addr, "-p", strconv.Itoa(render.RedisPort), "-a", harnessPassword,
+	args := []string{"-h", p.addr, "-p", strconv.Itoa(render.RedisPort), "--user", render.UserOperator, "-a", harnessInternal.Operator,
 		"-c", strconv.Itoa(benchClients), "-n", strconv.Itoa(benchRedisReqs), "-d", strconv.Itoa(benchValueBytes),
 		"-t", test, "--csv"}
 	cmd := execCommand("redis-benchmark", args...)

@@ -29,8 +29,22 @@ const (
 	clusterName      = "shop"
 	clusterNamespace = "default"
 	appName          = "web"
-	harnessPassword  = "Dp7-harness-pw-Zq41xR8s" // what the operator would generate; never logged
+	harnessPassword  = "Dp7-harness-pw-Zq41xR8s" // the app's, as the operator would generate it; never logged
 )
+
+// harnessInternal are the internal users' passwords, as the operator would generate them.
+var harnessInternal = render.InternalPasswords{
+	Operator: "Op7-harness-pw-Kd82nVq3", Replication: "Re7-harness-pw-Lm29xTc5", Sentinel: "Se7-harness-pw-Pw63hZr8",
+}
+
+// harnessInputs are the render inputs of a cluster whose every app has harnessPassword.
+func harnessInputs(sc *sessionv1.SessionCluster) render.Inputs {
+	in := render.Inputs{AppPasswords: map[string]string{}, Internal: harnessInternal}
+	for _, a := range sc.Spec.Apps {
+		in.AppPasswords[a.Name] = harnessPassword
+	}
+	return in
+}
 
 func downAfter() time.Duration {
 	if v := os.Getenv("DATAPATH_DOWN_AFTER"); v != "" {
@@ -41,8 +55,8 @@ func downAfter() time.Duration {
 	return 3 * time.Second
 }
 
-func sessionCluster() *sessionv1.SessionCluster {
-	return &sessionv1.SessionCluster{
+func sessionCluster(opts ...func(*sessionv1.SessionCluster)) *sessionv1.SessionCluster {
+	sc := &sessionv1.SessionCluster{
 		TypeMeta:   metav1.TypeMeta{APIVersion: sessionv1.GroupVersion.String(), Kind: "SessionCluster"},
 		ObjectMeta: metav1.ObjectMeta{Name: clusterName, Namespace: clusterNamespace, UID: types.UID("datapath-uid")},
 		Spec: sessionv1.SessionClusterSpec{
@@ -53,6 +67,10 @@ func sessionCluster() *sessionv1.SessionCluster {
 			},
 		},
 	}
+	for _, o := range opts {
+		o(sc)
+	}
+	return sc
 }
 
 // pod is one rendered container run as a local process.
@@ -79,6 +97,8 @@ type cluster struct {
 	names     render.Names
 	root      string
 	configDir string
+	usersDir  string // the users Secret as the kubelet projects it
+	inputs    render.Inputs
 	redis     []*pod
 	sentinels []*pod
 	apps      []*pod
@@ -102,32 +122,33 @@ func findObject[T client.Object](d *render.Desired, name string) (T, error) {
 // newCluster renders the SessionCluster, writes its ConfigMap into a per-run directory,
 // maps the rendered host names to loopback addresses and prepares (without starting) one
 // process per Redis and Sentinel pod.
-func newCluster(t testing.TB) *cluster { return newClusterWith(t, nil, 0) }
+func newCluster(t testing.TB, opts ...func(*sessionv1.SessionCluster)) *cluster {
+	return buildCluster(t, 0, opts...)
+}
 
 // newClusterWith is newCluster for a SessionCluster changed by mutate, with host names
 // mapped for up to maxServers Redis servers (so that a scale-up has addresses).
 func newClusterWith(t testing.TB, mutate func(*sessionv1.SessionCluster), maxServers int) *cluster {
+	var opts []func(*sessionv1.SessionCluster)
+	if mutate != nil {
+		opts = append(opts, mutate)
+	}
+	return buildCluster(t, maxServers, opts...)
+}
+
+func buildCluster(t testing.TB, maxServers int, opts ...func(*sessionv1.SessionCluster)) *cluster {
 	t.Helper()
 	preflight(t)
-	sc := sessionCluster()
-	if mutate != nil {
-		mutate(sc)
-	}
-	d, err := render.Render(sc, render.Options{}, render.Inputs{Password: harnessPassword, PasswordVersion: "datapath"})
-	if err != nil {
-		t.Fatalf("render: %v", err)
-	}
+	sc := sessionCluster(opts...)
 	spec := sc.Spec.WithDefaults()
 	c := &cluster{
-		t: t, sc: sc, desired: d, names: render.NamesFor(sc, ""),
+		t: t, sc: sc, names: render.NamesFor(sc, ""),
 		root: runRoot(t), addrs: map[string]string{}, secrets: map[string]*corev1.Secret{},
 		downAfter: spec.Store.Sentinel.DownAfter.Duration,
 	}
-	for _, o := range d.Objects {
-		if s, ok := o.(*corev1.Secret); ok {
-			c.secrets[s.Name] = s
-		}
-	}
+	c.usersDir = filepath.Join(c.root, "users")
+	c.rerender(harnessInputs(sc))
+	d := c.desired
 	n := c.names
 	cm, err := findObject[*corev1.ConfigMap](d, n.StoreConfig())
 	if err != nil {
@@ -173,6 +194,33 @@ func newClusterWith(t testing.TB, mutate func(*sessionv1.SessionCluster), maxSer
 	})
 	t.Cleanup(c.stopAll)
 	return c
+}
+
+// rerender renders the SessionCluster again with in, keeps its Secrets for resolving env
+// (as the apiserver would hold them) and projects the users Secret into usersDir the way
+// the kubelet updates a mounted Secret: each file replaced whole.
+func (c *cluster) rerender(in render.Inputs) {
+	c.t.Helper()
+	d, err := render.Render(c.sc, render.Options{}, in)
+	if err != nil {
+		c.t.Fatalf("render: %v", err)
+	}
+	c.desired, c.inputs = d, in
+	for _, o := range d.Objects {
+		if s, ok := o.(*corev1.Secret); ok {
+			c.secrets[s.Name] = s
+		}
+	}
+	users, ok := c.secrets[c.names.UsersSecret()]
+	if !ok {
+		c.t.Fatal("no users secret rendered")
+	}
+	must(c.t, os.MkdirAll(c.usersDir, 0o700))
+	for k, v := range users.Data {
+		tmp := filepath.Join(c.usersDir, "."+k+".tmp")
+		must(c.t, os.WriteFile(tmp, v, 0o400))
+		must(c.t, os.Rename(tmp, filepath.Join(c.usersDir, k)))
+	}
 }
 
 // preflight fails (never skips) when the machine cannot run the harness, and makes runs
@@ -256,6 +304,8 @@ func (c *cluster) mountPaths(ctr corev1.Container, p *pod) map[string]string {
 			out[m.MountPath] = p.runDir
 		case "data":
 			out[m.MountPath] = p.dataDir
+		case "users":
+			out[m.MountPath] = c.usersDir
 		default:
 			c.t.Fatalf("%s: unexpected volume mount %s", p.name, m.Name)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/sessionops/session-operator/internal/render"
 	"github.com/sessionops/session-operator/internal/store"
 )
 
@@ -212,7 +213,7 @@ func TestDataPath(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { _ = obs.Close() })
-	target := store.Target{Cluster: key, MasterName: c.names.MasterName(), Sentinels: c.sentinelAddrs(), Password: harnessPassword}
+	target := store.Target{Cluster: key, MasterName: c.names.MasterName(), Sentinels: c.sentinelAddrs(), Username: render.UserOperator, Password: harnessInternal.Operator}
 	ctx := context.Background()
 	o, err := obs.Observe(ctx, target)
 	if err != nil || o.PrimaryHost != first || o.SentinelsReachable != len(c.sentinels) {

@@ -32,28 +32,36 @@ func recordDay2Case(t *testing.T, c Day2Case) {
 	day2Mu.Lock()
 	defer day2Mu.Unlock()
 	path := filepath.Join(resultsDir(t), "day2.json")
-	var doc struct {
+	var file struct {
 		Cases []Day2Case `json:"cases"`
 	}
 	if raw, err := os.ReadFile(path); err == nil {
-		_ = json.Unmarshal(raw, &doc)
-	}
-	replaced := false
-	for i := range doc.Cases {
-		if doc.Cases[i].Name == c.Name {
-			doc.Cases[i], replaced = c, true
+		if err := json.Unmarshal(raw, &file); err != nil {
+			t.Logf("day2.json unreadable, starting it anew: %v", err)
+			file.Cases = nil
 		}
 	}
-	if !replaced {
-		doc.Cases = append(doc.Cases, c)
+	kept := file.Cases[:0]
+	for _, old := range file.Cases {
+		if old.Name != c.Name {
+			kept = append(kept, old)
+		}
 	}
-	sort.Slice(doc.Cases, func(i, j int) bool { return doc.Cases[i].Name < doc.Cases[j].Name })
-	raw, err := json.MarshalIndent(doc, "", "  ")
+	file.Cases = append(kept, c)
+	sort.Slice(file.Cases, func(i, j int) bool { return file.Cases[i].Name < file.Cases[j].Name })
+	raw, err := json.MarshalIndent(file, "", "  ")
 	if err != nil {
-		t.Errorf("day2.json: %v", err)
+		t.Errorf("encoding day2.json: %v", err)
 		return
 	}
-	if err := os.WriteFile(path, append(raw, '\n'), 0o644); err != nil {
-		t.Errorf("writing %s: %v", path, err)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(raw, '\n'), 0o644); err != nil {
+		t.Errorf("writing day2.json: %v", err)
+		return
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Errorf("writing day2.json: %v", err)
+	}
+	line, _ := json.Marshal(c)
+	t.Logf("day2: %s", line)
 }

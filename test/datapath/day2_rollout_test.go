@@ -71,7 +71,7 @@ func newDay2(t *testing.T, mutate func(*sessionv1.SessionCluster), maxServers in
 	for _, p := range c.redis {
 		d.rev[p.name] = d.updateRev
 	}
-	d.target = store.Target{MasterName: c.names.MasterName(), Sentinels: c.sentinelAddrs(), Password: harnessPassword}
+	d.target = store.Target{MasterName: c.names.MasterName(), Sentinels: c.sentinelAddrs(), Username: render.UserOperator, Password: harnessInternal.Operator}
 	c.startStore()
 	first, err := c.sentinelsPrimary()
 	must(t, err)
@@ -111,9 +111,8 @@ func (d *day2) redisPods() []*pod {
 func (d *day2) rerender(mutate func(*sessionv1.SessionCluster)) bool {
 	c := d.c
 	mutate(c.sc)
-	des, err := render.Render(c.sc, render.Options{}, render.Inputs{Password: harnessPassword, PasswordVersion: "datapath"})
-	must(d.t, err)
-	c.desired = des
+	c.rerender(harnessInputs(c.sc))
+	des := c.desired
 	cm, err := findObject[*corev1.ConfigMap](des, c.names.StoreConfig())
 	must(d.t, err)
 	for k, v := range cm.Data {
@@ -144,7 +143,7 @@ func (d *day2) state(ctx context.Context) rollout.State {
 	servers := map[string]store.Server{}
 	var primary store.Server
 	for _, p := range pods {
-		sv := d.admin.Server(ctx, fmt.Sprintf("%s:%d", p.host, render.RedisPort), harnessPassword)
+		sv := d.admin.Server(ctx, fmt.Sprintf("%s:%d", p.host, render.RedisPort), d.target)
 		servers[p.name] = sv
 		if p.name == s.Primary {
 			primary = sv
@@ -343,7 +342,7 @@ func (s *sampler) client(p *pod) *redis.Client {
 		return c
 	}
 	c := redis.NewClient(&redis.Options{
-		Addr: fmt.Sprintf("%s:%d", p.addr, render.RedisPort), Password: harnessPassword, Protocol: 2,
+		Addr: fmt.Sprintf("%s:%d", p.addr, render.RedisPort), Username: render.UserOperator, Password: harnessInternal.Operator, Protocol: 2,
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
 		MaxRetries: -1, PoolSize: 1,
 	})

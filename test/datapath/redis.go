@@ -18,14 +18,14 @@ import (
 
 func (c *cluster) redisClient(p *pod) *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr: fmt.Sprintf("%s:%d", p.addr, render.RedisPort), Password: harnessPassword, Protocol: 2,
+		Addr: fmt.Sprintf("%s:%d", p.addr, render.RedisPort), Username: render.UserOperator, Password: harnessInternal.Operator, Protocol: 2,
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: time.Second, MaxRetries: -1,
 	})
 }
 
 func (c *cluster) sentinelClient(p *pod) *redis.SentinelClient {
 	return redis.NewSentinelClient(&redis.Options{
-		Addr: fmt.Sprintf("%s:%d", p.addr, render.SentinelPort), Password: harnessPassword, Protocol: 2,
+		Addr: fmt.Sprintf("%s:%d", p.addr, render.SentinelPort), Username: render.UserOperator, Password: harnessInternal.Operator, Protocol: 2,
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: time.Second, MaxRetries: -1,
 	})
 }

@@ -46,6 +46,9 @@ func TestE2E(t *testing.T) {
 		storeOK = step(t, "store/sessions-survive-app-pod-loss", testAppPodLoss)
 	}
 	if storeOK {
+		step(t, "store/password-rotated", testPasswordRotation)
+	}
+	if storeOK {
 		storeOK = step(t, "store/primary-deleted", func(t *testing.T) {
 			f := e.failover(t, "planned", func(pod string) (string, error) {
 				return "kubectl delete pod (graceful: preStop hands over)", e.c.Delete(context.Background(),
@@ -179,7 +182,7 @@ func testStoreWiring(t *testing.T) {
 		env[v.Name] = v
 	}
 	for _, name := range []string{"SESSION_MODE", "SESSION_TTL", "SESSION_REDIS_SENTINEL_ADDRS", "SESSION_REDIS_SENTINEL_MASTER",
-		"SESSION_REDIS_ADDR", "SESSION_REDIS_PASSWORD", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD",
+		"SESSION_REDIS_ADDR", "SESSION_REDIS_USERNAME", "SESSION_REDIS_PASSWORD", "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD",
 		"SPRING_DATA_REDIS_SENTINEL_MASTER", "SPRING_DATA_REDIS_SENTINEL_NODES", "SPRING_DATA_REDIS_PASSWORD"} {
 		if _, ok := env[name]; !ok {
 			t.Errorf("app container lacks %s", name)
@@ -194,7 +197,7 @@ func testStoreWiring(t *testing.T) {
 	if err := e.c.Get(ctx, client.ObjectKey{Namespace: nsStore, Name: storeSC + "-session"}, bind); err != nil {
 		t.Fatalf("binding Secret: %v", err)
 	}
-	for _, k := range []string{"type", "provider", "host", "port", "password", "sentinel.master", "sentinel.nodes"} {
+	for _, k := range []string{"type", "provider", "host", "port", "username", "password", "sentinel.master", "sentinel.nodes"} {
 		if len(bind.Data[k]) == 0 {
 			t.Errorf("binding Secret lacks %q", k)
 		}

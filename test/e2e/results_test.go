@@ -39,6 +39,9 @@ type results struct {
 	PlannedFailoverSeconds float64         `json:"planned_failover_seconds"`
 	Failovers              []failoverFacts `json:"failovers"`
 
+	// The rotate-password annotation under session writes.
+	Rotation *rotationFacts `json:"rotation,omitempty"`
+
 	OperatorRestartSeconds float64 `json:"operator_restart_seconds"`
 	ChildrenChecked        int     `json:"children_checked"`
 	ChildrenRecreated      int     `json:"children_recreated"`

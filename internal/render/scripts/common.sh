@@ -1,12 +1,16 @@
 # Shared helpers for the store's boot and probe scripts. POSIX sh; needs redis-cli and
-# timeout. The password reaches redis-cli through REDISCLI_AUTH, never an argument.
+# timeout. redis-cli authenticates as REDISCLI_USER (the operator user); the password
+# reaches it through REDISCLI_AUTH, never an argument.
 #
 # Environment (set by the operator's StatefulSets; the data-path harness sets the same):
 #   POD_NAME             this pod's name, e.g. shop-store-1
 #   STORE_DOMAIN         the store's headless Service domain; a server is $POD_NAME.$STORE_DOMAIN
 #   MASTER_NAME          the Sentinel master name
 #   REDIS_PORT SENTINEL_PORT
-#   REDISCLI_AUTH        the password (from the auth Secret)
+#   REDISCLI_USER        the ACL user the scripts' redis-cli authenticates as
+#   REDISCLI_AUTH        its password (from the users Secret)
+#   USERS_DIR            the users Secret: ACL lines (users.acl, sentinel-users.acl) and
+#                        the replication and sentinel users' passwords
 #   CONFIG_DIR           the rendered configuration (read only)
 #   RUN_DIR              a private writable directory for the runtime configuration
 #   DATA_DIR             Redis data directory
@@ -32,7 +36,7 @@ resolves() {
 rcli() {
   _h=$1 _p=$2
   shift 2
-  timeout "${CLI_TIMEOUT:-3}" redis-cli --no-auth-warning --raw -h "$_h" -p "$_p" "$@" 2>/dev/null
+  timeout "${CLI_TIMEOUT:-3}" redis-cli --no-auth-warning --raw ${REDISCLI_USER:+--user "$REDISCLI_USER"} -h "$_h" -p "$_p" "$@" 2>/dev/null
 }
 
 # info_field TEXT FIELD: the value of FIELD in INFO output.

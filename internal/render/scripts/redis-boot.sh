@@ -59,8 +59,9 @@ umask 077
   echo "dir $DATA_DIR"
   echo "replica-announce-ip $MY_HOST"
   echo "replica-announce-port $REDIS_PORT"
-  echo "requirepass \"$REDISCLI_AUTH\""
-  echo "masterauth \"$REDISCLI_AUTH\""
+  cat "$USERS_DIR/users.acl"
+  echo "masteruser replication"
+  echo "masterauth \"$(cat "$USERS_DIR/replication")\""
   if [ "$master" != "$MY_HOST" ]; then echo "replicaof $master $REDIS_PORT"; fi
 } >"$conf"
 if [ "$master" = "$MY_HOST" ]; then log "starting as primary"; else log "starting as replica of $master"; fi
