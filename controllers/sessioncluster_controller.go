@@ -191,7 +191,7 @@ func (r *SessionClusterReconciler) announce(ctx context.Context, p *pass, prev *
 		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventFailover, "Failover",
 			"Primary moved from %s to %s", fo.from, fo.to)
 	}
-	if status.Store != nil && rotationFinished(p.sc.Status.Store, status.Store) {
+	if status.Store != nil && rotationFinished(prev.Store, status.Store) {
 		rot := status.Store.PasswordRotation
 		took := rot.FinishedAt.Sub(rot.StartedAt.Time).Round(time.Second)
 		log.FromContext(ctx).Info("store passwords rotated", "users", rot.Users, "took", took)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -67,6 +68,8 @@ func runSuite(m *testing.M) int {
 	}
 	if os.Getenv("TEST_VERBOSE") != "" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	} else {
+		ctrl.SetLogger(logr.Discard())
 	}
 	managerWrites.KeepLog()
 	mgr, err := ctrl.NewManager(managerWrites.Counting(cfg), ctrl.Options{
