@@ -160,10 +160,16 @@ func appRules(app *sessionv1.AppSpec) []string {
 func (b *builder) storeUsers() Users {
 	in := b.in.Internal
 	off := ACLUser{Name: UserDefault, Rules: []string{"-@all"}}
+	// On the servers the default user is off (no client can log in as it) but keeps every
+	// permission: Redis 7.0 loads the append-only file as a client of the default user and
+	// checks a MULTI/EXEC's commands against that user's rules at EXEC, so a default user
+	// with -@all makes a restarted server drop every transaction in its AOF (seen in the
+	// day-2 restart-all case: every acknowledged write gone).
+	aofLoader := ACLUser{Name: UserDefault, Rules: []string{"~*", "&*", "+@all"}}
 	one := func(pw string) []string { return []string{PasswordHash(pw)} }
 	u := Users{
 		Servers: []ACLUser{
-			off,
+			aofLoader,
 			{Name: UserOperator, On: true, Hashes: one(in.Operator), Rules: []string{"~*", "&*", "+@all"}},
 			{Name: UserReplication, On: true, Hashes: one(in.Replication), Rules: []string{"-@all", "+psync", "+replconf", "+ping"}},
 			{Name: UserSentinel, On: true, Hashes: one(in.Sentinel), Rules: append([]string{"&*"}, sentinelOnServerCommands...)},
