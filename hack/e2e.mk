@@ -17,4 +17,4 @@ E2E_RUN ?= TestE2E
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end suite on a real cluster: chart, samples, failover, operator restart, GC, uninstall. Writes bin/results/e2e.json.
-	IMG='$(IMG)' APP_IMG='$(APP_IMG)' $(GO) test -tags e2e ./test/e2e/ -run '$(E2E_RUN)' -count=1 -timeout $(E2E_TIMEOUT) -v
+	IMG='$(IMG)' APP_IMG='$(APP_IMG)' TOMCAT_IMG='$(TOMCAT_IMG)' $(GO) test -tags e2e ./test/e2e/ -run '$(E2E_RUN)' -count=1 -timeout $(E2E_TIMEOUT) -v
