@@ -67,6 +67,12 @@ cp -r "$here/webapp/." "$rootfs$base/webapps/ROOT/"
 javac=$(command -v javac || echo "$jvm/bin/javac")
 "$javac" --release 17 -nowarn -cp "$rootfs$home/lib/servlet-api.jar" \
   -d "$rootfs$base/webapps/ROOT/WEB-INF/classes" $(find "$here/src" -name '*.java')
+# The server-side listener (META-INF/context.xml names it) in CATALINA_BASE/lib.
+classes=$stage/server-classes
+mkdir -p "$classes" "$rootfs$base/lib"
+"$javac" --release 17 -nowarn -cp "$rootfs$home/lib/catalina.jar:$rootfs$home/lib/juli.jar:$rootfs$home/lib/api.jar" \
+  -d "$classes" $(find "$here/src-server" -name '*.java')
+(cd "$classes" && "$(dirname "$(readlink -f "$javac")")/jar" --create --file "$rootfs$base/lib/session-join.jar" .)
 mkdir -p "$rootfs/usr/local/bin"
 cp "$here/bin/tomcat-start" "$rootfs/usr/local/bin/tomcat-start"
 chmod 0755 "$rootfs/usr/local/bin/tomcat-start"
