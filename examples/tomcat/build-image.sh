@@ -13,12 +13,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${1:?usage: build-image.sh OUT.tar [IMAGE]}
 image=${2:-session-tomcat:10.1}
-jvm=/usr/lib/jvm/java-17-openjdk-amd64
-[ -d "$jvm" ] || jvm=$(dirname "$(dirname "$(readlink -f "$(command -v java 2>/dev/null || echo /nonexistent/bin/java)")")")
+# OpenJDK 17 (Debian 12); JAVA_VERSION=21 for a release that no longer has 17.
+java_version=${JAVA_VERSION:-17}
+jre=openjdk-$java_version-jre-headless
 
 need=()
-dpkg -s openjdk-17-jre-headless >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
-dpkg -s openjdk-17-jdk-headless >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+dpkg -s "$jre" >/dev/null 2>&1 || need+=("$jre")
+dpkg -s "openjdk-$java_version-jdk-headless" >/dev/null 2>&1 || need+=("openjdk-$java_version-jdk-headless")
 dpkg -s libtomcat10-java >/dev/null 2>&1 || need+=(libtomcat10-java)
 [ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
@@ -27,8 +28,12 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  jvm=/usr/lib/jvm/java-17-openjdk-amd64
 fi
+# The JRE's home: where the package puts bin/java.
+jvm=$(dpkg -L "$jre" | grep -m1 '^/usr/lib/jvm/[^/]*/bin/java$')
+jvm=${jvm%/bin/java}
+javac=$jvm/bin/javac
+[ -x "$javac" ] || { echo "build-image.sh: no javac in $jvm (openjdk-$java_version-jdk-headless)" >&2; exit 1; }
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -46,7 +51,7 @@ while IFS= read -r f; do
   case "$f" in "$jvm"/docs|/usr/share/*|/usr/lib/debug/*) continue ;; esac
   [ -f "$f" ] || continue # directories, and links to files that are not there (e.g. cacerts)
   copy "$f"
-done < <(dpkg -L openjdk-17-jre-headless | grep "^/usr/lib/jvm/")
+done < <(dpkg -L "$jre" | grep "^/usr/lib/jvm/")
 mkdir -p "$rootfs/usr/bin"
 ln -s "$jvm/bin/java" "$rootfs/usr/bin/java"
 
@@ -64,7 +69,6 @@ base=/usr/local/tomcat
 mkdir -p "$rootfs$base/conf" "$rootfs$base/webapps/ROOT/WEB-INF/classes"
 cp "$here"/conf/* "$rootfs$base/conf/"
 cp -r "$here/webapp/." "$rootfs$base/webapps/ROOT/"
-javac=$(command -v javac || echo "$jvm/bin/javac")
 "$javac" --release 17 -nowarn -cp "$rootfs$home/lib/servlet-api.jar" \
   -d "$rootfs$base/webapps/ROOT/WEB-INF/classes" $(find "$here/src" -name '*.java')
 # The server-side listener (META-INF/context.xml names it) in CATALINA_BASE/lib.
@@ -72,7 +76,7 @@ classes=$stage/server-classes
 mkdir -p "$classes" "$rootfs$base/lib"
 "$javac" --release 17 -nowarn -cp "$rootfs$home/lib/catalina.jar:$rootfs$home/lib/juli.jar:$rootfs$home/lib/api.jar" \
   -d "$classes" $(find "$here/src-server" -name '*.java')
-(cd "$classes" && "$(dirname "$(readlink -f "$javac")")/jar" --create --file "$rootfs$base/lib/session-join.jar" .)
+(cd "$classes" && "$jvm/bin/jar" --create --file "$rootfs$base/lib/session-join.jar" .)
 mkdir -p "$rootfs/usr/local/bin"
 cp "$here/bin/tomcat-start" "$rootfs/usr/local/bin/tomcat-start"
 chmod 0755 "$rootfs/usr/local/bin/tomcat-start"
@@ -95,7 +99,7 @@ printf 'root:x:0:\ntomcat:x:65532:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
 printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
 
 tomcat_version=$(dpkg-query -W -f '${Version}' libtomcat10-java)
-jre_version=$(dpkg-query -W -f '${Version}' openjdk-17-jre-headless)
+jre_version=$(dpkg-query -W -f '${Version}' "$jre")
 mkdir -p "$(dirname "$out")"
 imagetar=(go run ./hack/imagetar)
 [ -x "$root/bin/tools/imagetar" ] && imagetar=("$root/bin/tools/imagetar")
@@ -108,5 +112,5 @@ cd "$root"
   --env "JAVA_OPTS=-XX:+UseSerialGC -Xms32m -Xmx192m -XX:TieredStopAtLevel=1" \
   --user 65532:65532 --workdir "$base" --entrypoint /usr/local/bin/tomcat-start \
   --expose 8080/tcp --expose 4000/tcp \
-  --label "org.opencontainers.image.description=Debian tomcat10 $tomcat_version, openjdk-17-jre-headless $jre_version, clustered session counter"
+  --label "org.opencontainers.image.description=Debian tomcat10 $tomcat_version, $jre $jre_version, clustered session counter"
 echo "wrote $out ($image)"
