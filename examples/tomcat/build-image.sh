@@ -30,7 +30,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # The JRE's home: where the package puts bin/java.
-jvm=$(dpkg -L "$jre" | grep -m1 '^/usr/lib/jvm/[^/]*/bin/java$')
+jvm=$(dpkg -L "$jre" | grep '^/usr/lib/jvm/[^/]*/bin/java$')
 jvm=${jvm%/bin/java}
 javac=$jvm/bin/javac
 [ -x "$javac" ] || { echo "build-image.sh: no javac in $jvm (openjdk-$java_version-jdk-headless)" >&2; exit 1; }
