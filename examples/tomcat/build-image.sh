@@ -107,6 +107,7 @@ cd "$root"
 "${imagetar[@]}" --name "$image" --out "$out" \
   --dir "$rootfs:/" \
   --mkdir "$base/logs:0775:65532:65532" --mkdir "$base/work:0775:65532:65532" --mkdir "$base/temp:0775:65532:65532" \
+  --mkdir "$base/conf/Catalina:0775:65532:65532" --mkdir "$base/conf/Catalina/localhost:0775:65532:65532" \
   --mkdir /tmp:1777 \
   --env "JAVA_HOME=$jvm" --env "CATALINA_HOME=$home" --env "CATALINA_BASE=$base" \
   --env "JAVA_OPTS=-XX:+UseSerialGC -Xms32m -Xmx192m -XX:TieredStopAtLevel=1" \
