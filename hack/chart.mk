@@ -70,3 +70,21 @@ app-image-tar: ## Build the reference app image (APP_IMG) as an OCI tarball, bin
 	cd examples/session-app && CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGES)/session-app/session-app . \
 		&& CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGES)/session-app/sessionload ./cmd/sessionload
 	$(call image-tar-of,session-app,$(APP_IMG),$(IMAGES)/session-app.tar,$(IMAGES)/session-app/session-app,--file $(IMAGES)/session-app/sessionload:/sessionload:0755 --expose 8080/tcp)
+
+TOMCAT_IMG ?= session-tomcat:10.1
+TOMCAT_TAR := $(IMAGES)/session-tomcat.tar
+
+.PHONY: tomcat-image-tar
+tomcat-image-tar: $(TOMCAT_TAR) ## Build the clustered Tomcat example (TOMCAT_IMG) from Debian's tomcat10 and openjdk-17 as bin/images/session-tomcat.tar (apt-get installs them when missing).
+
+$(TOMCAT_TAR): $(shell find examples/tomcat -type f) hack/imagetar/main.go $(IMAGES)/session-tomcat.name
+	examples/tomcat/build-image.sh $@.tmp $(TOMCAT_IMG)
+	mv $@.tmp $@
+	@echo "import it with: hack/local-cluster.sh load $@"
+
+# The image name the tarball was built with: a different TOMCAT_IMG rebuilds it.
+$(IMAGES)/session-tomcat.name: FORCE
+	@mkdir -p $(IMAGES); echo '$(TOMCAT_IMG)' | cmp -s - $@ || echo '$(TOMCAT_IMG)' >$@
+
+.PHONY: FORCE
+FORCE:

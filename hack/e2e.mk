@@ -6,6 +6,8 @@
 #   E2E_KEEP_CLUSTER=1 make test-e2e    # leave the cluster up afterwards
 #   KUBECONFIG=... make test-e2e        # use a running cluster (hack/local-cluster.sh's, or
 #                                       # one that already has the images: E2E_LOAD_IMAGES=0)
+#   E2E_RUN=TestE2E/tomcat make test-e2e  # only the steps named tomcat/... (setup, images and
+#                                       # the chart still happen; other steps are skipped)
 #
 # Writes bin/results/e2e.json; on a failure also bin/results/e2e-dump/ (events, pods, pod
 # and operator logs). The local cluster's daemons log to bin/cluster/logs.
@@ -17,4 +19,4 @@ E2E_RUN ?= TestE2E
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end suite on a real cluster: chart, samples, failover, operator restart, GC, uninstall. Writes bin/results/e2e.json.
-	IMG='$(IMG)' APP_IMG='$(APP_IMG)' $(GO) test -tags e2e ./test/e2e/ -run '$(E2E_RUN)' -count=1 -timeout $(E2E_TIMEOUT) -v
+	IMG='$(IMG)' APP_IMG='$(APP_IMG)' TOMCAT_IMG='$(TOMCAT_IMG)' $(GO) test -tags e2e ./test/e2e/ -run '$(E2E_RUN)' -count=1 -timeout $(E2E_TIMEOUT) -v

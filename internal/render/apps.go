@@ -49,6 +49,10 @@ func (b *builder) appDeployment(app *sessionv1.AppSpec) *appsv1.Deployment {
 		container.Ports = append(container.Ports,
 			corev1.ContainerPort{Name: "peers", ContainerPort: port, Protocol: corev1.ProtocolTCP},
 			corev1.ContainerPort{Name: "peers-udp", ContainerPort: port, Protocol: corev1.ProtocolUDP})
+		// A new peer copies every session from a running one before it serves (Tomcat's
+		// DeltaManager state transfer, a JGroups or Hazelcast join): liveness must not kill
+		// it meanwhile, and it should turn ready as soon as the copy is done.
+		container.StartupProbe = appProbe(app, 2, 90)
 	}
 	if drain := b.drainSeconds(); drain > 0 {
 		// The load balancer (or the peers) must drop a pod before it stops serving.

@@ -428,6 +428,75 @@ func TestClusteredWiring(t *testing.T) {
 	}
 }
 
+// TestClusteredPeersForTomcat: what a Tomcat cluster (SimpleTcpCluster, DNS membership)
+// needs from the operator: its replication port on the pods and on the headless peer
+// Service, the port and the Service's name in the env, and time to copy the sessions
+// before liveness counts.
+func TestClusteredPeersForTomcat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		port int32
+	}{{"default port", 0}, {"spec.clustering.port", 4100}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := cluster(sessionv1.ModeClustered, func(s *sessionv1.SessionClusterSpec) {
+				s.Apps[0].HealthPath = "/healthz"
+				if tc.port != 0 {
+					s.Clustering = &sessionv1.ClusteringSpec{Port: tc.port}
+				}
+			})
+			want := tc.port
+			if want == 0 {
+				want = sessionv1.DefaultClusteringPort
+			}
+			d := mustRender(t, sc)
+			svc := find[*corev1.Service](t, d, "shop-web-peers")
+			if svc.Spec.ClusterIP != corev1.ClusterIPNone || !svc.Spec.PublishNotReadyAddresses {
+				t.Errorf("peer Service: clusterIP %q, publishNotReadyAddresses %v", svc.Spec.ClusterIP, svc.Spec.PublishNotReadyAddresses)
+			}
+			var tcp *corev1.ServicePort
+			for i, p := range svc.Spec.Ports {
+				if p.Protocol == corev1.ProtocolTCP {
+					tcp = &svc.Spec.Ports[i]
+				}
+			}
+			if tcp == nil || tcp.Port != want || tcp.TargetPort.StrVal != "peers" {
+				t.Fatalf("peer Service TCP port: %+v, want %d -> peers", tcp, want)
+			}
+			c := find[*appsv1.Deployment](t, d, "shop-web").Spec.Template.Spec.Containers[0]
+			found := false
+			for _, p := range c.Ports {
+				found = found || (p.Name == "peers" && p.ContainerPort == want && p.Protocol == corev1.ProtocolTCP)
+			}
+			if !found {
+				t.Errorf("container ports %+v: no peers %d/TCP", c.Ports, want)
+			}
+			env := envOf(c)
+			if env["SESSION_PEERS_PORT"].Value != fmt.Sprint(want) {
+				t.Errorf("SESSION_PEERS_PORT = %q, want %d", env["SESSION_PEERS_PORT"].Value, want)
+			}
+			if env["DNS_MEMBERSHIP_SERVICE_NAME"].Value != "shop-web-peers.web.svc.cluster.local" {
+				t.Errorf("DNS_MEMBERSHIP_SERVICE_NAME = %q", env["DNS_MEMBERSHIP_SERVICE_NAME"].Value)
+			}
+			sp := c.StartupProbe
+			if sp == nil || sp.HTTPGet == nil || sp.HTTPGet.Path != "/healthz" {
+				t.Fatalf("startupProbe %+v: want GET /healthz", sp)
+			}
+			if budget := sp.PeriodSeconds * sp.FailureThreshold; budget < 120 {
+				t.Errorf("startupProbe allows %d s for a state transfer, want at least 120", budget)
+			}
+			if sp.PeriodSeconds > c.ReadinessProbe.PeriodSeconds {
+				t.Errorf("startupProbe every %d s delays readiness more than the readiness probe (%d s)", sp.PeriodSeconds, c.ReadinessProbe.PeriodSeconds)
+			}
+		})
+	}
+	for _, mode := range []sessionv1.SessionMode{sessionv1.ModeStore, sessionv1.ModeSticky} {
+		c := find[*appsv1.Deployment](t, mustRender(t, cluster(mode)), "shop-web").Spec.Template.Spec.Containers[0]
+		if c.StartupProbe != nil {
+			t.Errorf("%s: startupProbe %+v; only clustered pods copy state before serving", mode, c.StartupProbe)
+		}
+	}
+}
+
 func TestRenderIsPure(t *testing.T) {
 	sc := cluster(sessionv1.ModeStore)
 	before, _ := json.Marshal(sc)

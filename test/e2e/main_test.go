@@ -195,13 +195,15 @@ func (e *env) setup() error {
 	return nil
 }
 
-// buildImages builds the operator, the reference app and the client as OCI tarballs and
-// loads them, with the install-paths targets (make image-tar app-image-tar helm).
+// buildImages builds the operator, the reference app, the Tomcat example and the client as
+// OCI tarballs and loads them, with the install-paths targets (make image-tar
+// app-image-tar tomcat-image-tar helm).
 func (e *env) buildImages() error {
-	logf("building images: make image-tar app-image-tar helm")
-	if err := e.sh(os.Stderr, "make", "--no-print-directory", "image-tar", "app-image-tar", "helm",
-		"IMG="+operatorImage, "APP_IMG="+appImage); err != nil {
-		return fmt.Errorf("make image-tar app-image-tar helm: %w", err)
+	// tomcat-image-tar installs Debian's tomcat10 and openjdk-17 packages when missing.
+	logf("building images: make image-tar app-image-tar tomcat-image-tar helm")
+	if err := e.sh(os.Stderr, "make", "--no-print-directory", "image-tar", "app-image-tar", "tomcat-image-tar", "helm",
+		"IMG="+operatorImage, "APP_IMG="+appImage, "TOMCAT_IMG="+tomcatImage); err != nil {
+		return fmt.Errorf("make image-tar app-image-tar tomcat-image-tar helm: %w", err)
 	}
 	e.helm = filepath.Join(e.root, "bin/tools/helm")
 	// The client pod: sessionload, and the local cluster's pause binary to keep the pod
@@ -228,6 +230,7 @@ func (e *env) buildImages() error {
 	tars := []string{
 		filepath.Join(e.root, "bin/images/session-operator.tar"),
 		filepath.Join(e.root, "bin/images/session-app.tar"),
+		filepath.Join(e.root, "bin/images/session-tomcat.tar"),
 		clientTar,
 	}
 	// The local cluster imports its own images (pause, CoreDNS, session-redis) at every up;
@@ -305,7 +308,7 @@ func restrictedLabels() map[string]string {
 func (e *env) cleanNamespaces(timeout time.Duration) error {
 	ctx := context.Background()
 	var left []string
-	for _, name := range []string{nsStore, nsSticky, nsClustered} {
+	for _, name := range []string{nsStore, nsSticky, nsClustered, nsTomcat} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		err := e.c.Delete(ctx, ns)
 		if err == nil || !apierrors.IsNotFound(err) {

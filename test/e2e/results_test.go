@@ -50,6 +50,25 @@ type results struct {
 	ClusteredReadySeconds float64 `json:"clustered_ready_seconds"`
 	ClusteredReplicated   int     `json:"clustered_sessions_replicated"`
 
+	// Clustered mode with real Tomcat (examples/tomcat): sessions made on one pod, read
+	// on every other; losses when a pod is deleted and when scaling back in; old pods
+	// restarted or replaced while replicas went 3 -> 5 under load; the fewest of the
+	// sessions any new pod served at their latest acknowledged counter; from a write's
+	// answer on one pod to the first read on another that shows it (each request through
+	// the apiserver's pod proxy). -1: not measured.
+	TomcatReadySeconds        float64 `json:"tomcat_ready_seconds"`
+	TomcatSessions            int     `json:"tomcat_sessions"`
+	TomcatReplicated          int     `json:"tomcat_sessions_replicated"`
+	TomcatLostOnPodDelete     int     `json:"tomcat_sessions_lost_on_pod_delete"`
+	TomcatOldPodsRestarted    int     `json:"tomcat_scale_out_old_pods_restarted"`
+	TomcatServedByNewPods     int     `json:"tomcat_scale_out_sessions_served_by_new_pods"`
+	TomcatScaleOutSeconds     float64 `json:"tomcat_scale_out_seconds"`
+	TomcatScaleOutWrites      int     `json:"tomcat_scale_out_writes"`
+	TomcatScaleOutWriteErrors int     `json:"tomcat_scale_out_write_errors"`
+	TomcatLostOnScaleIn       int     `json:"tomcat_sessions_lost_on_scale_in"`
+	TomcatReplicationP50      float64 `json:"tomcat_replication_seconds_p50"`
+	TomcatReplicationP99      float64 `json:"tomcat_replication_seconds_p99"`
+
 	DeleteGCSeconds    float64            `json:"delete_gc_seconds"`
 	PVCsKept           int                `json:"pvcs_kept"`
 	UninstallLeftovers []string           `json:"uninstall_leftovers"`
@@ -90,7 +109,9 @@ type failoverFacts struct {
 
 func newResults() *results {
 	return &results{FailedSteps: []string{}, Failovers: []failoverFacts{}, UninstallLeftovers: []string{},
-		StepSeconds: map[string]float64{}, Date: time.Now().UTC().Format(time.RFC3339)}
+		StepSeconds: map[string]float64{}, Date: time.Now().UTC().Format(time.RFC3339),
+		TomcatReplicated: -1, TomcatLostOnPodDelete: -1, TomcatOldPodsRestarted: -1, TomcatServedByNewPods: -1,
+		TomcatLostOnScaleIn: -1, TomcatScaleOutWriteErrors: -1}
 }
 
 func (r *results) fail(step, _ string) {
