@@ -69,7 +69,6 @@ func TestE2E(t *testing.T) {
 	step(t, "sticky/ready", testSticky)
 	step(t, "clustered/ready", testClustered)
 	step(t, "routing/traefik", testRouting)
-	step(t, "netpol/enforced", testNetworkPolicy)
 	if storeOK {
 		step(t, "store/delete-gc", testDeleteGC)
 	}
