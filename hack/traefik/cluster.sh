@@ -51,7 +51,7 @@ metadata: {name: traefik, namespace: kube-system}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: "sessionops:traefik"}
+metadata: {name: "local-cluster:traefik"}
 rules:
 - apiGroups: [""]
   resources: [services, secrets, nodes]
@@ -68,8 +68,8 @@ rules:
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {name: "sessionops:traefik"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "sessionops:traefik"}
+metadata: {name: "local-cluster:traefik"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "local-cluster:traefik"}
 subjects: [{kind: ServiceAccount, name: traefik, namespace: kube-system}]
 ---
 apiVersion: apps/v1
