@@ -121,8 +121,8 @@ Watch a failover:
   kubectl -n $NS delete pod \$(kubectl -n $NS get sessc $SC -o jsonpath='{.status.store.primary}') --grace-period=0 --force
                                                              # or abrupt: Sentinel fails over
   kubectl -n $NS get sessc $SC -o jsonpath='{.status.store.lastFailover}{"\n"}'
-  curl -s -b /tmp/demo.jar localhost:8080/session            # same session, the counter goes on
-  (restart the port-forward if the pod it went to was replaced)
+  curl -s -b /tmp/demo.jar -H 'Host: checkout.example.com' http://$addr/session
+                                                             # same session, the counter goes on
 
 The operator:  kubectl -n $OPERATOR_NS logs deploy/$RELEASE
 Clean up:      make demo-down
