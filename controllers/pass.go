@@ -58,7 +58,9 @@ type pass struct {
 	routingBlocked string
 	// routingUnsupported says why the route exists but cannot pin users (set by observeRouting).
 	routingUnsupported string
-	url                string
+	// routing is what the ingress controller or the Gateway reported (observeRoutingStatus).
+	routing routingVerdict
+	url     string
 }
 
 // problem is a reason the operator refuses to act, reported as Degraded and an event.

@@ -68,6 +68,7 @@ func TestAffinityInEachControllersDialect(t *testing.T) {
 				"traefik.ingress.kubernetes.io/service.sticky.cookie.secure":   "true",
 				"traefik.ingress.kubernetes.io/service.sticky.cookie.httponly": "true",
 				"traefik.ingress.kubernetes.io/service.sticky.cookie.samesite": "strict",
+				"traefik.ingress.kubernetes.io/service.sticky.cookie.path":     "/",
 			},
 		},
 		sessionv1.ControllerHAProxy: {ingress: map[string]string{
@@ -110,6 +111,8 @@ func TestAffinityInEachControllersDialect(t *testing.T) {
 				rule.HTTP.Paths[0].Backend.Service.Name != "shop-web" || rule.HTTP.Paths[0].Path != "/" {
 				t.Errorf("ingress spec %+v", ing.Spec)
 			}
+			waitCondition(t, ns, "shop", sessionv1.ConditionRoutingReady, metav1.ConditionFalse, sessionv1.ReasonRoutingPending)
+			publishIngressAddress(t, ns, "shop-web", "10.0.0.7")
 			sc := waitCondition(t, ns, "shop", sessionv1.ConditionRoutingReady, metav1.ConditionTrue, sessionv1.ReasonReady)
 			if sc.Status.URL != "https://shop.example.com" {
 				t.Errorf("status.url %q", sc.Status.URL)
@@ -136,6 +139,8 @@ func TestStoreModeIngressPinsNobody(t *testing.T) {
 			}
 		}
 	}
+	publishIngressAddress(t, ns, "shop-web", "10.0.0.7")
+	publishIngressAddress(t, ns, "shop-api", "10.0.0.7")
 	if got := waitCondition(t, ns, "shop", sessionv1.ConditionRoutingReady, metav1.ConditionTrue, "").Status.URL; got != "http://shop.example.com" {
 		t.Errorf("url %q", got)
 	}
@@ -237,6 +242,8 @@ func TestGatewayAPI(t *testing.T) {
 	if err := get(t, ns, "shop-web", &networkingv1.Ingress{}); err == nil {
 		t.Error("GatewayAPI must not also make an Ingress")
 	}
+	waitCondition(t, ns, "shop", sessionv1.ConditionRoutingReady, metav1.ConditionFalse, sessionv1.ReasonRoutingPending)
+	reportRouteParents(t, ns, "shop", metav1.ConditionTrue, metav1.ConditionTrue)
 	waitCondition(t, ns, "shop", sessionv1.ConditionRoutingReady, metav1.ConditionTrue, sessionv1.ReasonReady)
 
 	// The CRD appeared after the manager started, and HTTPRoutes are watched from then on:

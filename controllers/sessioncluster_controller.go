@@ -129,6 +129,7 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		{name: "observeStore", run: r.observeStore, observe: true},
 		{name: "observeApps", run: r.observeApps, observe: true},
 		{name: "observeRouting", run: r.observeRouting, observe: true},
+		{name: "observeRoutingStatus", run: r.observeRoutingStatus, observe: true},
 	} {
 		if p.failedErr != nil && !s.observe {
 			continue

@@ -103,6 +103,10 @@ func computeStatus(p *pass, domain string) (sessionv1.SessionClusterStatus, *fai
 		set(sessionv1.ConditionRoutingReady, false, sessionv1.ReasonGatewayAPIMissing, "%s", p.routingBlocked)
 	case p.routingUnsupported != "":
 		set(sessionv1.ConditionRoutingReady, false, sessionv1.ReasonSessionPersistenceUnsupported, "%s", p.routingUnsupported)
+	case p.routing.rejected != "":
+		set(sessionv1.ConditionRoutingReady, false, sessionv1.ReasonRouteRejected, "%s", p.routing.rejected)
+	case p.routing.pending != "":
+		set(sessionv1.ConditionRoutingReady, false, sessionv1.ReasonRoutingPending, "%s", p.routing.pending)
 	default:
 		set(sessionv1.ConditionRoutingReady, true, sessionv1.ReasonReady, "Routing to %s", p.url)
 	}

@@ -7,7 +7,8 @@
 #   up    bring the cluster up (kind where Docker works, else hack/local-cluster.sh's own
 #         node), build and load the images, install the chart, apply
 #         config/samples/session_v1alpha1_sessioncluster_hybrid.yaml into namespace demo
-#         (images pointed at the local builds), wait for Ready and say what to do next.
+#         (images pointed at the local builds, its Ingress at the cluster's Traefik),
+#         wait for Ready (which needs the Ingress served) and say what to do next.
 #   down  remove the cluster and everything it made.
 #
 # It always uses the demo cluster's own kubeconfig (bin/cluster/kubeconfig), never the
@@ -68,9 +69,15 @@ up() {
     --set image.repository="${IMG%:*}" --set image.tag="${IMG##*:}" --set image.pullPolicy=IfNotPresent \
     --wait --timeout 5m >/dev/null
 
-  say "sample: $SAMPLE into namespace $NS (app image $APP_IMG, store image $store_img)"
+  # The local cluster serves Ingresses with Traefik (hack/traefik); Ready waits for the
+  # Ingress to be served, so the sample's class follows the controller that runs.
+  local class=nginx controller=IngressNginx
+  if k get ingressclass traefik >/dev/null 2>&1; then class=traefik controller=Traefik; fi
+  say "sample: $SAMPLE into namespace $NS (app image $APP_IMG, store image $store_img, ingress class $class)"
   local t0=$SECONDS
   sed -E \
+    -e "s#^( *)className: nginx\$#\1className: $class#" \
+    -e "s#^( *)controller: IngressNginx\$#\1controller: $controller#" \
     -e "s#^( *)image: ghcr.io/sessionops/session-app:dev\$#\1image: $APP_IMG\n\1imagePullPolicy: IfNotPresent#" \
     -e "s#^( *)image: redis:7.4\$#\1image: $store_img\n\1imagePullPolicy: IfNotPresent#" \
     "$SAMPLE" | k apply -n "$NS" -f -
@@ -81,6 +88,8 @@ up() {
     die "$SC did not become Ready; see the events above and: kubectl -n $NS describe sessioncluster $SC"
   fi
   local ready=$((SECONDS - t0))
+  local addr
+  addr=$(k -n "$NS" get ingress "$SC-web" -o jsonpath='{.status.loadBalancer.ingress[0].ip}{.status.loadBalancer.ingress[0].hostname}')
 
   local kc="kubectl"
   [ "$KUBECTL" = "$(command -v kubectl 2>/dev/null)" ] || kc="$KUBECTL"
@@ -96,13 +105,14 @@ Use the cluster from this shell:
   alias kubectl=$kc
   kubectl -n $NS get sessionclusters,pods,svc,ingress
 
-Open the app. The sample's Ingress (host checkout.example.com, class nginx, cookie "route")
-exists, but no ingress controller runs in this cluster, so it has no address; go through
-the app's Service instead:
-  kubectl -n $NS port-forward service/$SC-web 8080:8080      # leave it running
-  curl -s -c /tmp/demo.jar -X POST localhost:8080/login      # new session, cookie "sid"
-  curl -s -b /tmp/demo.jar localhost:8080/session            # counter +1, "instance" = the pod
-  (or http://localhost:8080/login then http://localhost:8080/session in a browser)
+Open the app through the ingress controller, at the address it published in the
+Ingress's status ($addr), with the Ingress's host:
+  curl -s -c /tmp/demo.jar -X POST -H 'Host: checkout.example.com' http://$addr/login
+                                                             # new session: cookies "sid" and "route"
+  curl -s -b /tmp/demo.jar -H 'Host: checkout.example.com' http://$addr/session
+                                                             # counter +1; "instance" stays the same pod
+  (or, without the ingress: kubectl -n $NS port-forward service/$SC-web 8080:8080, then
+   curl -s -c /tmp/demo.jar -X POST localhost:8080/login; curl -s -b /tmp/demo.jar localhost:8080/session)
 
 Watch a failover:
   kubectl -n $NS get sessionclusters -w                      # terminal 1: watch PRIMARY
@@ -111,8 +121,8 @@ Watch a failover:
   kubectl -n $NS delete pod \$(kubectl -n $NS get sessc $SC -o jsonpath='{.status.store.primary}') --grace-period=0 --force
                                                              # or abrupt: Sentinel fails over
   kubectl -n $NS get sessc $SC -o jsonpath='{.status.store.lastFailover}{"\n"}'
-  curl -s -b /tmp/demo.jar localhost:8080/session            # same session, the counter goes on
-  (restart the port-forward if the pod it went to was replaced)
+  curl -s -b /tmp/demo.jar -H 'Host: checkout.example.com' http://$addr/session
+                                                             # same session, the counter goes on
 
 The operator:  kubectl -n $OPERATOR_NS logs deploy/$RELEASE
 Clean up:      make demo-down

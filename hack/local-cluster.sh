@@ -9,7 +9,8 @@
 #   down    stop it and remove every process, namespace, interface, mount, cgroup and
 #           file it made (bin/cluster/images and bin/cluster/logs are kept as caches).
 #   status  say what runs.
-#   images  build the image tarballs the cluster needs (pause, coredns, session-redis:7.0).
+#   images  build the image tarballs the cluster needs (pause, coredns, session-redis:7.0,
+#           traefik).
 #   load    import OCI/Docker image tarballs into the cluster's containerd (or kind).
 #   env     print `export KUBECONFIG=...` for the shell.
 #
@@ -65,6 +66,9 @@ REDIS_IMAGE=session-redis:7.0
 
 KUBECTL="$KBIN/kubectl"
 CTR_SOCK="$RUN/containerd.sock"
+
+# shellcheck source=hack/traefik/cluster.sh
+. "$root/hack/traefik/cluster.sh"
 
 log() { printf '%s local-cluster: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -160,6 +164,7 @@ build_tools() {
   go_tool imagetar ./hack/imagetar
   go_tool local-path-provisioner ./hack/cluster/provisioner
   go_tool pause ./hack/images/pause
+  traefik_build
 }
 
 # go_tool NAME PKG: build a tool of this module into bin/tools when its sources changed.
@@ -188,6 +193,7 @@ build_images() {
       --file "$TOOLS/coredns:/coredns:0755" --entrypoint /coredns --user 65532:65532 --expose 1053/udp
   fi
   build_redis_image
+  traefik_image
 }
 
 # session-redis:7.0: Debian's redis-server, redis-sentinel and redis-cli with their
@@ -640,6 +646,8 @@ start_node() {
   ctr_ images ls -q | grep -qx "$PAUSE_IMAGE" || missing+=("$IMAGES/pause.tar")
   ctr_ images ls -q | grep -qx "$COREDNS_IMAGE" || missing+=("$IMAGES/coredns.tar")
   ctr_ images ls -q | grep -qx "docker.io/library/$REDIS_IMAGE" || missing+=("$IMAGES/session-redis.tar")
+  local t
+  for t in $(traefik_images); do missing+=("$t"); done
   [ ${#missing[@]} -eq 0 ] || import_images "${missing[@]}"
 
   start kubelet "$KBIN/kubelet" --config "$CFG/kubelet.yaml" --kubeconfig "$CFG/kubelet.kubeconfig" \
@@ -765,6 +773,15 @@ local_up() {
   need_root
   local t0=$SECONDS
   if [ -f "$PIDS/up.done" ] && all_alive && kc get --raw /readyz >/dev/null 2>&1; then
+    if traefik_wanted && ! kc -n kube-system get deployment traefik >/dev/null 2>&1; then
+      # brought up by a checkout without the ingress controller
+      build_tools
+      traefik_image
+      local t
+      for t in $(traefik_images); do import_images "$t"; done
+      traefik_addon
+      traefik_wait
+    fi
     log "already up (export KUBECONFIG=$KUBECONFIG_OUT)"
     return 0
   fi
@@ -790,8 +807,10 @@ local_up() {
   start_node
   wait_for 60 "node $NODE to register" kc get node "$NODE"
   addons
+  traefik_addon
   kc wait --for=condition=Ready "node/$NODE" --timeout=120s >/dev/null
   kc -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
+  traefik_wait
   wait_for 30 "the default ServiceAccount" kc -n default get serviceaccount default
   touch "$PIDS/up.done"
   log "up in $((SECONDS - t0))s: node $NODE ($NODE_IP), apiserver https://127.0.0.1:$API_PORT"
@@ -961,5 +980,5 @@ case "$cmd" in
   images) install_packages; build_tools; build_images ;;
   load) if use_kind; then kind_load "$@"; else local_load "$@"; fi ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_OUT" ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

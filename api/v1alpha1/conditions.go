@@ -44,6 +44,13 @@ const (
 	// installed HTTPRoute CRD drops sessionPersistence (the standard channel), or the
 	// Gateway's class does not list session persistence among its supported features.
 	ReasonSessionPersistenceUnsupported = "SessionPersistenceUnsupported"
+	// ReasonRoutingPending: the Ingress has no address in status.loadBalancer yet (no
+	// ingress controller of its class has taken it), or a parent Gateway has not yet
+	// reported the HTTPRoute Accepted with its references resolved.
+	ReasonRoutingPending = "RoutingPending"
+	// ReasonRouteRejected: a parent Gateway reports the HTTPRoute Accepted=False or
+	// ResolvedRefs=False.
+	ReasonRouteRejected = "RouteRejected"
 
 	// ReasonAsExpected: nothing is degraded.
 	ReasonAsExpected = "AsExpected"

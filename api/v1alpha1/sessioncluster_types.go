@@ -363,6 +363,8 @@ type StickySpec struct {
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 
 	// mode is Balanced (re-pin users when pods are added) or Persistent (never re-pin).
+	// Only ingress-nginx tells them apart (its affinity-mode); Traefik and HAProxy keep
+	// a user on their pod for as long as it serves, and re-pin only when it is gone.
 	// +optional
 	// +kubebuilder:default=Balanced
 	Mode StickyMode `json:"mode,omitempty"`

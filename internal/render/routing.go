@@ -121,12 +121,20 @@ func haproxyCookieKeywords(sk *sessionv1.StickySpec, secure bool) string {
 }
 
 // serviceAffinity is what the app Service carries for the load balancer: Traefik's sticky
-// cookie annotations live on the Service, not the Ingress.
+// cookie annotations live on the Service, not the Ingress. The cookie is scoped to the
+// app's path, as with the other controllers. sticky.mode has no Traefik equivalent:
+// Traefik's cookie names a pod and keeps the user there while it lives (Persistent), and
+// re-pins only when that pod is gone, whichever mode is asked.
 func (b *builder) serviceAffinity(app *sessionv1.AppSpec) map[string]string {
 	if !b.sticky() || b.spec.Ingress == nil || b.spec.Ingress.Controller != sessionv1.ControllerTraefik {
 		return nil
 	}
+	path := app.Path
+	if path == "" {
+		path = "/"
+	}
 	return map[string]string{
+		traefikPrefix + ".path":     path,
 		traefikPrefix:               "true",
 		traefikPrefix + ".name":     b.cookieName(app),
 		traefikPrefix + ".maxage":   strconv.FormatInt(b.cookieMaxAge(), 10),

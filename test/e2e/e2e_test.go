@@ -72,6 +72,7 @@ func TestE2E(t *testing.T) {
 	step(t, "sticky/ready", testSticky)
 	step(t, "clustered/ready", testClustered)
 	testTomcat(t)
+	step(t, "routing/traefik", testRouting)
 	if storeOK {
 		step(t, "store/delete-gc", testDeleteGC)
 	}
@@ -712,6 +713,8 @@ func testSticky(t *testing.T) {
 	ctx := context.Background()
 	e.createNamespace(t, nsSticky)
 	sc := loadSample(t, "session_v1alpha1_sessioncluster_sticky.yaml", nsSticky)
+	// Ready needs the Ingress served: the sample's class is the local cluster's Traefik here.
+	throughTraefik(sc, sc.Spec.Ingress.Host)
 	start := time.Now()
 	if err := e.c.Create(ctx, sc); err != nil {
 		t.Fatal(err)
@@ -731,21 +734,28 @@ func testSticky(t *testing.T) {
 	if err := e.c.Get(ctx, client.ObjectKey{Namespace: nsSticky, Name: name}, &corev1.Service{}); err != nil {
 		t.Errorf("Service %s: %v", name, err)
 	}
+	svc := &corev1.Service{}
+	if err := e.c.Get(ctx, client.ObjectKey{Namespace: nsSticky, Name: name}, svc); err != nil {
+		t.Fatalf("Service %s: %v", name, err)
+	}
+	want := map[string]string{
+		"traefik.ingress.kubernetes.io/service.sticky.cookie":      "true",
+		"traefik.ingress.kubernetes.io/service.sticky.cookie.name": "route",
+		"traefik.ingress.kubernetes.io/service.sticky.cookie.path": "/",
+	}
+	for k, v := range want {
+		if svc.Annotations[k] != v {
+			t.Errorf("Service annotation %s = %q, want %q", k, svc.Annotations[k], v)
+		}
+	}
 	ing := &networkingv1.Ingress{}
 	if err := e.c.Get(ctx, client.ObjectKey{Namespace: nsSticky, Name: name}, ing); err != nil {
 		t.Fatalf("Ingress %s: %v", name, err)
 	}
-	want := map[string]string{
-		"nginx.ingress.kubernetes.io/affinity":            "cookie",
-		"nginx.ingress.kubernetes.io/affinity-mode":       "persistent",
-		"nginx.ingress.kubernetes.io/session-cookie-name": "route",
+	if len(ing.Status.LoadBalancer.Ingress) == 0 {
+		t.Errorf("Ingress %s Ready without an address", name)
 	}
-	for k, v := range want {
-		if ing.Annotations[k] != v {
-			t.Errorf("Ingress annotation %s = %q, want %q", k, ing.Annotations[k], v)
-		}
-	}
-	if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != "nginx" ||
+	if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != routingClass ||
 		len(ing.Spec.Rules) != 1 || ing.Spec.Rules[0].Host != "catalog.example.com" {
 		t.Errorf("Ingress spec: class %v, rules %+v", ing.Spec.IngressClassName, ing.Spec.Rules)
 	}

@@ -79,6 +79,8 @@ type results struct {
 	SetupSeconds       float64            `json:"setup_seconds"`
 	TotalSeconds       float64            `json:"total_seconds"`
 	StepSeconds        map[string]float64 `json:"step_seconds"`
+
+	routingResults // routing_test.go
 }
 
 // failoverFacts is one primary loss as the clients and the status saw it.
