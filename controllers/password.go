@@ -32,7 +32,9 @@ func passwordProblem(pw string) string {
 	}
 	for _, r := range pw {
 		if r <= ' ' || r == '"' || r == '\\' || r == '\'' || r == '@' || r == '/' || r == ':' || r == '%' || r == '#' || r == '?' || r > '~' {
-			return fmt.Sprintf("contains %q; use printable ASCII without quotes, backslashes, spaces or any of @/:%%#?", r)
+			// Which character is not said: a message or event must not carry any part of a
+			// password.
+			return "contains a character that cannot be used; use printable ASCII without quotes, backslashes, spaces or any of @/:%#?"
 		}
 	}
 	return ""

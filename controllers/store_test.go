@@ -548,7 +548,7 @@ func TestUserPasswordSecret(t *testing.T) {
 	poke(t, ns, "shop")
 	eventually(t, 20*time.Second, func() error {
 		c, _ := condition(t, ns, "shop", sessionv1.ConditionDegraded)
-		if c == nil || !strings.Contains(c.Message, "contains") {
+		if c == nil || !strings.Contains(c.Message, "contains") || strings.Contains(c.Message, "' '") {
 			return fmt.Errorf("degraded %+v", c)
 		}
 		return nil

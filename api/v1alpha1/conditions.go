@@ -61,8 +61,6 @@ const (
 	// ReasonUsersSecretMissing: the store runs but the Secret with its internal users'
 	// passwords is gone, so they cannot be recovered.
 	ReasonUsersSecretMissing = "UsersSecretMissing"
-	// ReasonInvalidSpec: the spec passed the CRD's validation but cannot be honoured.
-	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonApplyFailed: writing a child failed.
 	ReasonApplyFailed = "ApplyFailed"
 )
@@ -72,7 +70,6 @@ const (
 	EventFailover      = "Failover"
 	EventNameConflict  = "NameConflict"
 	EventAuthSecret    = "AuthSecretInvalid"
-	EventInvalidSpec   = "InvalidSpec"
 	EventStoreRemoved  = "StoreRemoved"
 	EventClaimsDeleted = "ClaimsDeleted"
 	// EventStatefulSetReplaced: a store StatefulSet was recreated around its running pods.
