@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 )
 
 // PreStopSeconds is how long a stopping primary waits for the Sentinels to hand over.
@@ -100,9 +102,9 @@ func storeScript(name string, args ...string) []string {
 // storeSet is what the servers and the Sentinels share: a StatefulSet, so each pod has a
 // stable DNS name to announce, started in parallel, restricted, spread across nodes, and
 // rolled when the configuration files it boots from change.
-func (b *builder) storeSet(name, component, appName, service string, replicas int32, grace int64, files []string, c corev1.Container) *appsv1.StatefulSet {
+func (b *builder) storeSet(name, component, appName, service string, replicas int32, grace int64, files []string, c corev1.Container, pod *sessionv1.PodSettings) *appsv1.StatefulSet {
 	sel := Selector(b.sc, component)
-	return &appsv1.StatefulSet{
+	sts := &appsv1.StatefulSet{
 		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
 		ObjectMeta: b.meta(name, component, appName),
 		Spec: appsv1.StatefulSetSpec{
@@ -129,6 +131,8 @@ func (b *builder) storeSet(name, component, appName, service string, replicas in
 			},
 		},
 	}
+	placePods(&sts.Spec.Template, pod, sel)
+	return sts
 }
 
 func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
@@ -154,7 +158,7 @@ func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
 		VolumeMounts:    storeMounts(),
 	}
 	sts := b.storeSet(n.Store(), ComponentStore, "redis", n.StoreHeadless(), st.Replicas, PreStopSeconds+15,
-		[]string{"redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh"}, container)
+		[]string{"redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh"}, container, st.Pod)
 	labels := sts.Spec.Template.Labels
 	if p := st.Persistence; p != nil {
 		policy := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
