@@ -58,6 +58,12 @@ type SessionClusterReconciler struct {
 	Now func() time.Time
 	// SyncUsers applies the store's ACL users live; nil means store.SyncUsers.
 	SyncUsers func(context.Context, store.UsersTarget) (store.UsersSync, error)
+	// Namespaces the manager watches; empty means all. The wired workloads' cache
+	// follows them.
+	Namespaces []string
+
+	// wired caches the users' workloads the operator wires (see watchWired).
+	wired client.Reader
 }
 
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
@@ -94,8 +100,9 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !sc.DeletionTimestamp.IsZero() {
-		// Children carry owner references; the garbage collector removes them.
-		return ctrl.Result{}, nil
+		// Children carry owner references; the garbage collector removes them. The
+		// users' workloads are not children: they stay and lose their wiring.
+		return ctrl.Result{}, r.finalize(ctx, sc)
 	}
 	p := &pass{sc: sc, spec: sc.Spec.WithDefaults(), now: r.now()}
 	for _, s := range []step{
@@ -104,6 +111,7 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		{"render", r.render},
 		{"applyChildren", r.applyChildren},
 		{"pruneChildren", r.pruneChildren},
+		{"wireWorkloads", r.wireWorkloads},
 		{"observeStore", r.observeStore},
 		{"observeApps", r.observeApps},
 	} {
@@ -185,7 +193,7 @@ func (r *SessionClusterReconciler) requeueAfter(p *pass) time.Duration {
 	switch {
 	case p.requeueSoon:
 		return requeueSoon
-	case p.problem != nil:
+	case p.problem != nil, p.waitingForWorkload:
 		return requeueProblem
 	case !p.spec.HasStore():
 		return 0
@@ -236,6 +244,10 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Waker != nil {
 		b = b.WatchesRawSource(source.Channel(r.Waker.ch, &handler.EnqueueRequestForObject{}))
+	}
+	b, err := r.watchWired(mgr, b)
+	if err != nil {
+		return err
 	}
 	return b.Complete(r)
 }

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 	"github.com/sessionops/session-operator/internal/render"
@@ -67,7 +68,9 @@ func computeStatus(p *pass, domain string) (sessionv1.SessionClusterStatus, *fai
 			lagging = append(lagging, fmt.Sprintf("%s %d/%d", a.Name, a.ReadyReplicas, a.Replicas))
 		}
 	}
-	if len(lagging) > 0 {
+	if trouble := wiringTrouble(st.Apps); trouble != "" {
+		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonWorkloadNotWired, "%s", trouble)
+	} else if len(lagging) > 0 {
 		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonAppsNotReady, "Ready replicas: %s", strings.Join(lagging, ", "))
 	} else {
 		set(sessionv1.ConditionAppsReady, true, sessionv1.ReasonReady, "All %d apps have their ready replicas", len(st.Apps))
@@ -157,9 +160,24 @@ func storeReadiness(p *pass, s *sessionv1.StoreStatus) (bool, string, string) {
 
 func appStatuses(p *pass) []sessionv1.AppStatus {
 	out := make([]sessionv1.AppStatus, 0, len(p.spec.Apps))
-	for _, app := range p.spec.Apps {
-		a := sessionv1.AppStatus{Name: app.Name, Replicas: *app.Replicas}
-		if d := p.deployments[app.Name]; d != nil && d.Status.ObservedGeneration >= d.Generation {
+	for i := range p.spec.Apps {
+		app := &p.spec.Apps[i]
+		a := sessionv1.AppStatus{Name: app.Name}
+		if app.WorkloadRef != nil {
+			wiredAppStatus(p, &a, app)
+			out = append(out, a)
+			continue
+		}
+		a.Workload = "Deployment/" + p.sc.Name + "-" + app.Name
+		d := p.deployments[app.Name]
+		switch {
+		case app.Replicas != nil:
+			a.Replicas = *app.Replicas
+		case d != nil:
+			// Left to a HorizontalPodAutoscaler: what it asks for now.
+			a.Replicas = ptr.Deref(d.Spec.Replicas, 1)
+		}
+		if d != nil && d.Status.ObservedGeneration >= d.Generation {
 			a.ReadyReplicas = d.Status.ReadyReplicas
 		} else if d != nil {
 			a.ReadyReplicas = min(d.Status.ReadyReplicas, d.Status.UpdatedReplicas)

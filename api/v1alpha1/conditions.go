@@ -34,6 +34,9 @@ const (
 
 	// ReasonAppsNotReady: some app Deployment lacks ready replicas.
 	ReasonAppsNotReady = "AppsNotReady"
+	// ReasonWorkloadNotWired: a workload an app's workloadRef names does not exist, lacks
+	// a named container, or is wired by another SessionCluster.
+	ReasonWorkloadNotWired = "WorkloadNotWired"
 
 	// ReasonGatewayAPIMissing: the spec asks for an HTTPRoute but the Gateway API CRDs are not installed.
 	ReasonGatewayAPIMissing = "GatewayAPINotInstalled"

@@ -122,6 +122,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		GatewayAPI:              (&controllers.GatewayDetector{Mapper: mgr.GetRESTMapper(), TTL: time.Minute}).Installed,
 		WatchHTTPRoutes:         httpRoutes,
 		Waker:                   waker,
+		Namespaces:              o.Namespaces,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
