@@ -124,7 +124,7 @@ type AppSpec struct {
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
-	Image string `json:"image"`
+	Image string `json:"image,omitempty"`
 
 	// imagePullPolicy of the app container.
 	// +optional

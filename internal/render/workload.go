@@ -194,7 +194,7 @@ func WiringApply(w WiredWorkload, namespace string, containers []LiveContainer) 
 			env = append(env, e)
 		}
 		ctr := corev1.Container{Name: c.Name, Env: env, VolumeMounts: wiring.Mounts}
-		m, err := toMap(ctr)
+		m, err := toMap(&ctr)
 		if err != nil {
 			return nil, err
 		}
@@ -221,7 +221,7 @@ func WiringApply(w WiredWorkload, namespace string, containers []LiveContainer) 
 	if len(volumes) > 0 {
 		var vols []any
 		for _, v := range volumes {
-			m, err := toMap(v)
+			m, err := toMap(&v)
 			if err != nil {
 				return nil, err
 			}
