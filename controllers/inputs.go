@@ -59,6 +59,22 @@ func (r *SessionClusterReconciler) readUsersSecret(ctx context.Context, p *pass)
 	if err != nil {
 		return err
 	}
+	if s == nil {
+		// New internal passwords for a running store would lock the operator out and stall
+		// the roll they start (new replicas cannot follow the old primary): say so instead.
+		n := render.NamesFor(p.sc, r.Render.ClusterDomain)
+		sts, err := r.getStatefulSet(ctx, p.sc.Namespace, n.Store())
+		if err != nil {
+			return err
+		}
+		if sts != nil {
+			p.problem = &problem{sessionv1.ReasonUsersSecretMissing, fmt.Sprintf(
+				"Secret %s, which holds the passwords of the store's replication, sentinel and operator users, is gone while the store runs; "+
+					"restore it, or delete the StatefulSets %s and %s to restart the store with new ones (claims, and the sessions on them, are kept)",
+				n.UsersSecret(), n.Store(), n.Sentinel())}
+			return nil
+		}
+	}
 	get := func(k string) string {
 		if s == nil {
 			return ""

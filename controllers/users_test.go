@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -190,3 +191,42 @@ func TestPasswordRotation(t *testing.T) {
 }
 
 func ptrInt64(v int64) *int64 { return &v }
+
+// TestUsersSecretDeleted: the internal users' passwords cannot be recovered once their
+// Secret is gone, so the operator stops and says so rather than lock itself out of a
+// running store; deleting the StatefulSets starts the store over with new ones.
+func TestUsersSecretDeleted(t *testing.T) {
+	ns := namespace(t)
+	create(t, storeCluster(ns))
+	waitChildren(t, ns, storeChildren())
+	sts := &appsv1.StatefulSet{}
+	if err := get(t, ns, "shop-store", sts); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-store-users"}}); err != nil {
+		t.Fatal(err)
+	}
+	poke(t, ns, "shop")
+	sc := waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionTrue, sessionv1.ReasonUsersSecretMissing)
+	if c := meta.FindStatusCondition(sc.Status.Conditions, sessionv1.ConditionDegraded); !strings.Contains(c.Message, "shop-store-users") {
+		t.Errorf("message: %s", c.Message)
+	}
+	if err := get(t, ns, "shop-store-users", &corev1.Secret{}); err == nil {
+		t.Error("new internal passwords made for a running store")
+	}
+	after := &appsv1.StatefulSet{}
+	if err := get(t, ns, "shop-store", after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != sts.ResourceVersion {
+		t.Error("the store's StatefulSet was changed")
+	}
+	for _, name := range []string{"shop-store", "shop-sentinel"} {
+		if err := k8s.Delete(context.Background(), &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poke(t, ns, "shop")
+	waitChildren(t, ns, storeChildren())
+	waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionFalse, sessionv1.ReasonAsExpected)
+}

@@ -47,6 +47,9 @@ const (
 	ReasonNameConflict = "NameConflict"
 	// ReasonAuthSecretInvalid: auth.existingSecret is missing or lacks the key.
 	ReasonAuthSecretInvalid = "AuthSecretInvalid"
+	// ReasonUsersSecretMissing: the store runs but the Secret with its internal users'
+	// passwords is gone, so they cannot be recovered.
+	ReasonUsersSecretMissing = "UsersSecretMissing"
 	// ReasonInvalidSpec: the spec passed the CRD's validation but cannot be honoured.
 	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonApplyFailed: writing a child failed.

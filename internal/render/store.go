@@ -193,9 +193,9 @@ func (b *builder) configHash(files ...string) string {
 	for _, f := range files {
 		picked[f] = all[f]
 	}
-	// The internal users' passwords are read at boot; they change only when their Secret
-	// was lost, and then the pods must restart. App passwords are not here: a rotation
-	// changes them live, never by restarting the store.
+	// The internal users' passwords are read at boot; new ones (a store started over) must
+	// restart the pods. App passwords are not here: a rotation changes them live, never by
+	// restarting the store.
 	in := b.in.Internal
 	picked["internal-users"] = Hash([]string{PasswordHash(in.Operator), PasswordHash(in.Replication), PasswordHash(in.Sentinel)})
 	return Hash(picked)
