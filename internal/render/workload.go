@@ -185,6 +185,9 @@ func WiringApply(w WiredWorkload, namespace string, containers []LiveContainer) 
 		}
 		wiring := w.wiring(root)
 		volumes, annotations, labels = wiring.Volumes, wiring.Annotations, wiring.Labels
+		if root != "" && len(wiring.Volumes) > 0 {
+			userSet[EnvBindingRoot] = true // the binding is mounted under the container's own root
+		}
 		var env []corev1.EnvVar
 		for _, e := range wiring.Env {
 			if c.SetByOthers != nil && c.SetByOthers(e.Name) {
