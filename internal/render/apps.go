@@ -56,6 +56,17 @@ func (b *builder) appDeployment(app *sessionv1.AppSpec) *appsv1.Deployment {
 	w := b.appWiring(app, bindingRoot(userEnv))
 	c.Env = overlayEnv(w.Env, userEnv)
 	c.VolumeMounts = overlay(c.VolumeMounts, w.Mounts, func(m corev1.VolumeMount) string { return m.MountPath })
+	// Every other container (a sidecar) is wired too, as in a wired workload; its own
+	// variables win.
+	for i := range pod.Containers {
+		if i == idx {
+			continue
+		}
+		side := &pod.Containers[i]
+		sw := b.appWiring(app, bindingRoot(side.Env))
+		side.Env = overlayEnv(sw.Env, side.Env)
+		side.VolumeMounts = overlay(side.VolumeMounts, sw.Mounts, func(m corev1.VolumeMount) string { return m.MountPath })
+	}
 	http := ensurePort(c, corev1.ContainerPort{Name: "http", ContainerPort: app.Port, Protocol: corev1.ProtocolTCP})
 	if c.ReadinessProbe == nil {
 		c.ReadinessProbe = appProbe(app, http, 5, 3)

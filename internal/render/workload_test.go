@@ -277,6 +277,9 @@ func TestAppTemplateMerge(t *testing.T) {
 	if len(pod.Containers) != 2 || pod.Containers[0].Name != "proxy" {
 		t.Fatalf("containers %v", pod.Containers)
 	}
+	if e := pod.Containers[0].Env; len(e) == 0 || !slices.Contains(envNames(e), "SESSION_REDIS_PASSWORD") || len(pod.Containers[0].VolumeMounts) != 1 {
+		t.Errorf("the sidecar is not wired: %v", envNames(e))
+	}
 	if sc := pod.Containers[0].SecurityContext; sc.AllowPrivilegeEscalation != nil || *sc.RunAsUser != 1000 {
 		t.Errorf("the sidecar's own security context was replaced: %+v", sc)
 	}
