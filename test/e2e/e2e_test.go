@@ -71,6 +71,7 @@ func TestE2E(t *testing.T) {
 	}
 	step(t, "sticky/ready", testSticky)
 	step(t, "clustered/ready", testClustered)
+	step(t, "byo/wired-store-failover", testBringYourOwnApp)
 	if storeOK {
 		step(t, "store/delete-gc", testDeleteGC)
 	}
