@@ -137,7 +137,14 @@ func (r *SessionClusterReconciler) wireWorkloads(ctx context.Context, p *pass) e
 			p.waitingForWorkload = true
 		}
 	}
-	return r.unwireAll(ctx, p.sc, func(kind, name string) bool { return !wanted[kind+"/"+name] })
+	if err := r.unwireAll(ctx, p.sc, func(kind, name string) bool { return !wanted[kind+"/"+name] }); err != nil {
+		return err
+	}
+	if len(p.desired.Wired) == 0 && controllerutil.ContainsFinalizer(p.sc, FinalizerUnwire) {
+		// Nothing wired any more: deleting the SessionCluster need not wait for the operator.
+		return r.removeFinalizer(ctx, p.sc)
+	}
+	return nil
 }
 
 // wire applies w's wiring when the workload lacks it. A workload that does not exist is
@@ -241,10 +248,14 @@ func (r *SessionClusterReconciler) finalize(ctx context.Context, sc *sessionv1.S
 	if err := r.unwireAll(ctx, sc, func(string, string) bool { return true }); err != nil {
 		return err
 	}
+	return r.removeFinalizer(ctx, sc)
+}
+
+func (r *SessionClusterReconciler) removeFinalizer(ctx context.Context, sc *sessionv1.SessionCluster) error {
 	base := sc.DeepCopy()
 	controllerutil.RemoveFinalizer(sc, FinalizerUnwire)
 	if err := r.Patch(ctx, sc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("removing finalizer: %w", err)
+		return fmt.Errorf("removing finalizer %s: %w", FinalizerUnwire, err)
 	}
 	return nil
 }

@@ -226,13 +226,7 @@ func TestWiredWorkload(t *testing.T) {
 	}
 
 	// The app leaves the spec: exactly the wired fields go.
-	if err := get(t, ns, "shop", sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Spec.Apps = sc.Spec.Apps[1:]
-	if err := k8s.Update(ctx, sc); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, ns, func(s *sessionv1.SessionClusterSpec) { s.Apps = s.Apps[1:] })
 	eventually(t, 20*time.Second, func() error {
 		if err := get(t, ns, "my-web", wired); err != nil {
 			return err
@@ -248,15 +242,20 @@ func TestWiredWorkload(t *testing.T) {
 	if !equality.Semantic.DeepEqual(before.Labels, wired.Labels) || len(wired.Annotations) != 1 {
 		t.Errorf("unwired metadata: labels %v annotations %v", wired.Labels, wired.Annotations)
 	}
+	eventually(t, 10*time.Second, func() error {
+		if err := get(t, ns, "shop", sc); err != nil {
+			return err
+		}
+		if slices.Contains(sc.Finalizers, FinalizerUnwire) {
+			return errors.New("finalizer kept with nothing wired")
+		}
+		return nil
+	})
 
 	// Wired again, then the SessionCluster is deleted: the workload stays, unwired.
-	if err := get(t, ns, "shop", sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Spec.Apps = append(sc.Spec.Apps, sessionv1.AppSpec{Name: "web", Port: 8080, WorkloadRef: &sessionv1.WorkloadReference{Name: "my-web"}})
-	if err := k8s.Update(ctx, sc); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, ns, func(s *sessionv1.SessionClusterSpec) {
+		s.Apps = append(s.Apps, sessionv1.AppSpec{Name: "web", Port: 8080, WorkloadRef: &sessionv1.WorkloadReference{Name: "my-web"}})
+	})
 	eventually(t, 20*time.Second, func() error {
 		if err := get(t, ns, "my-web", wired); err != nil {
 			return err
@@ -266,6 +265,9 @@ func TestWiredWorkload(t *testing.T) {
 		}
 		return nil
 	})
+	if err := get(t, ns, "shop", sc); err != nil || !slices.Contains(sc.Finalizers, FinalizerUnwire) {
+		t.Fatalf("wiring without the unwire finalizer: %v %v", err, sc.Finalizers)
+	}
 	if err := k8s.Delete(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
@@ -337,3 +339,17 @@ func pokeAndWait(t *testing.T, ns string, i int) {
 }
 
 func containsField(raw []byte, s string) bool { return strings.Contains(string(raw), s) }
+
+// updateSpec edits the SessionCluster "shop", again on a conflict with the operator's own
+// writes (its finalizer).
+func updateSpec(t *testing.T, ns string, edit func(*sessionv1.SessionClusterSpec)) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		sc := &sessionv1.SessionCluster{}
+		if err := get(t, ns, "shop", sc); err != nil {
+			return err
+		}
+		edit(&sc.Spec)
+		return k8s.Update(context.Background(), sc)
+	})
+}
