@@ -353,3 +353,52 @@ func updateSpec(t *testing.T, ns string, edit func(*sessionv1.SessionClusterSpec
 		return k8s.Update(context.Background(), sc)
 	})
 }
+
+// TestWiredStatefulSetAndSecondCluster: a StatefulSet is wired like a Deployment (only
+// the containers named), and a second SessionCluster naming the same workload is told
+// who wires it, without touching it.
+func TestWiredStatefulSetAndSecondCluster(t *testing.T) {
+	ns := namespace(t)
+	dep := userDeployment(ns, "1")
+	sts := &appsv1.StatefulSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: "my-web", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			ServiceName: "my-web", Selector: dep.Spec.Selector, Template: dep.Spec.Template,
+		},
+	}
+	helmApply(t, sts)
+	sc := storeCluster(ns)
+	sc.Spec.Apps = []sessionv1.AppSpec{{Name: "web", WorkloadRef: &sessionv1.WorkloadReference{Kind: sessionv1.WorkloadStatefulSet, Name: "my-web", Containers: []string{"web"}}}}
+	create(t, sc)
+	got := &appsv1.StatefulSet{}
+	eventually(t, 20*time.Second, func() error {
+		if err := get(t, ns, "my-web", got); err != nil {
+			return err
+		}
+		if got.Labels[render.LabelWiredTo] != "shop" {
+			return errors.New("not wired yet")
+		}
+		return nil
+	})
+	web, logs := got.Spec.Template.Spec.Containers[0], got.Spec.Template.Spec.Containers[1]
+	if envOf(web, "SESSION_REDIS_SENTINEL_MASTER") == nil || envOf(logs, "SESSION_REDIS_SENTINEL_MASTER") != nil || len(logs.VolumeMounts) != 0 {
+		t.Errorf("only container web is to be wired: web %v, logs %v", web.Env, logs.Env)
+	}
+	if len(got.OwnerReferences) != 0 {
+		t.Errorf("owner references %v", got.OwnerReferences)
+	}
+
+	other := storeCluster(ns)
+	other.Name = "other"
+	other.Spec.Apps = sc.Spec.Apps
+	create(t, other)
+	st := waitCondition(t, ns, "other", sessionv1.ConditionAppsReady, metav1.ConditionFalse, sessionv1.ReasonWorkloadNotWired)
+	if msg := st.Status.Apps[0].Message; !strings.Contains(msg, "wired by SessionCluster shop") {
+		t.Errorf("second cluster's app message %q", msg)
+	}
+	if err := get(t, ns, "my-web", got); err != nil || got.Labels[render.LabelWiredTo] != "shop" ||
+		envOf(got.Spec.Template.Spec.Containers[0], "SESSION_REDIS_SENTINEL_MASTER").Value != "shop" {
+		t.Errorf("the second cluster touched the workload: %v %v", err, got.Labels)
+	}
+}
