@@ -106,6 +106,7 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	p := &pass{sc: sc, spec: sc.Spec.WithDefaults(), now: r.now()}
 	for _, s := range []step{
+		{"validateSpec", r.validateSpec},
 		{"readInputs", r.readInputs},
 		{"syncUsers", r.syncUsers},
 		{"render", r.render},

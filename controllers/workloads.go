@@ -114,6 +114,15 @@ func (r *SessionClusterReconciler) watchWired(mgr ctrl.Manager, b *builder.Build
 	return b, nil
 }
 
+// validateSpec refuses, before anything is read or written, what the CRD's rules cannot
+// afford to check (an app image inside the template's containers).
+func (r *SessionClusterReconciler) validateSpec(_ context.Context, p *pass) error {
+	if err := render.Validate(&p.spec); err != nil {
+		p.problem = &problem{sessionv1.ReasonInvalidSpec, err.Error()}
+	}
+	return nil
+}
+
 // wireWorkloads wires every workload the spec names and unwires those it no longer does.
 func (r *SessionClusterReconciler) wireWorkloads(ctx context.Context, p *pass) error {
 	if p.problem != nil || p.desired == nil {

@@ -402,3 +402,23 @@ func TestWiredStatefulSetAndSecondCluster(t *testing.T) {
 		t.Errorf("the second cluster touched the workload: %v %v", err, got.Labels)
 	}
 }
+
+// TestAppWithoutImage: a created app whose template has no app container with an image
+// passes the CRD (its rules cannot afford to look into every container) and is refused
+// by the operator as InvalidSpec, naming the field, before anything is written.
+func TestAppWithoutImage(t *testing.T) {
+	ns := namespace(t)
+	sc := storeCluster(ns)
+	sc.Spec.Apps = []sessionv1.AppSpec{{Name: "web", Template: &sessionv1.AppPodTemplate{Spec: &corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "proxy", Image: "example/proxy:1"}},
+	}}}}
+	create(t, sc)
+	waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionTrue, sessionv1.ReasonInvalidSpec)
+	c, _ := condition(t, ns, "shop", sessionv1.ConditionDegraded)
+	if !strings.Contains(c.Message, "spec.apps[web].image") {
+		t.Errorf("message %q does not name the field", c.Message)
+	}
+	if err := get(t, ns, "shop-store-auth", &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("children were written for a spec that cannot be honoured: %v", err)
+	}
+}

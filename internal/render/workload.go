@@ -283,6 +283,18 @@ func stringMap(m map[string]string) map[string]any {
 	return out
 }
 
+// Validate refuses a spec that passed the CRD's validation but cannot be rendered.
+func Validate(spec *sessionv1.SessionClusterSpec) error {
+	for i := range spec.Apps {
+		if app := &spec.Apps[i]; app.WorkloadRef == nil {
+			if err := appImageSet(app); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // appImageSet refuses a created app without an image, which the CRD's validation cannot
 // see inside the template's containers.
 func appImageSet(app *sessionv1.AppSpec) error {
@@ -296,5 +308,11 @@ func appImageSet(app *sessionv1.AppSpec) error {
 			}
 		}
 	}
-	return fmt.Errorf("spec.apps[%s].image is empty and spec.apps[%s].template has no container named %s with an image", app.Name, app.Name, AppContainer)
+	return &SpecError{Message: fmt.Sprintf("spec.apps[%s].image is empty and spec.apps[%s].template has no container named %s with an image", app.Name, app.Name, AppContainer)}
 }
+
+// SpecError is a spec that passed the CRD's validation but cannot be rendered: the user
+// must change it (the reconciler reports it as InvalidSpec, not as a failure to retry).
+type SpecError struct{ Message string }
+
+func (e *SpecError) Error() string { return e.Message }
