@@ -27,6 +27,11 @@ import (
 // render computes the desired children.
 func (r *SessionClusterReconciler) render(_ context.Context, p *pass) error {
 	d, err := render.Render(p.sc, r.Render, p.inputs)
+	var bad *render.SpecError
+	if errors.As(err, &bad) {
+		p.problem = &problem{sessionv1.ReasonInvalidSpec, bad.Error()}
+		return nil
+	}
 	if err != nil {
 		return err
 	}

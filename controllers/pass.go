@@ -54,6 +54,12 @@ type pass struct {
 	// requeueSoon asks for another pass shortly: a child is waiting on the garbage collector.
 	requeueSoon bool
 
+	// wired is, by app name, what wiring each workloadRef found; waitingForWorkload is
+	// set while a named workload does not exist (nothing the operator watches says when
+	// it appears).
+	wired              map[string]*wiredState
+	waitingForWorkload bool
+
 	// routing is set by the routing step: false with a reason when routing cannot be made.
 	routingBlocked string
 	// routingUnsupported says why the route exists but cannot pin users (set by observeRouting).

@@ -73,6 +73,12 @@ type SessionClusterReconciler struct {
 	routeWatchMu sync.Mutex
 	// SyncUsers applies the store's ACL users live; nil means store.SyncUsers.
 	SyncUsers func(context.Context, store.UsersTarget) (store.UsersSync, error)
+	// Namespaces the manager watches; empty means all. The wired workloads' cache
+	// follows them.
+	Namespaces []string
+
+	// wired caches the users' workloads the operator wires (see watchWired).
+	wired client.Reader
 }
 
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
@@ -113,18 +119,21 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !sc.DeletionTimestamp.IsZero() {
-		// Children carry owner references; the garbage collector removes them.
-		return ctrl.Result{}, nil
+		// Children carry owner references; the garbage collector removes them. The
+		// users' workloads are not children: they stay and lose their wiring.
+		return ctrl.Result{}, r.finalize(ctx, sc)
 	}
 	p := &pass{sc: sc, spec: sc.Spec.WithDefaults(), now: r.now()}
 	var errs []error
 	for _, s := range []step{
+		{name: "validateSpec", run: r.validateSpec},
 		{name: "readInputs", run: r.readInputs},
 		{name: "syncUsers", run: r.syncUsers},
 		{name: "render", run: r.render},
 		{name: "planStore", run: r.planStore},
 		{name: "applyChildren", run: r.applyChildren},
 		{name: "pruneChildren", run: r.pruneChildren},
+		{name: "wireWorkloads", run: r.wireWorkloads},
 		{name: "growClaims", run: r.growClaims},
 		{name: "observeStore", run: r.observeStore, observe: true},
 		{name: "observeApps", run: r.observeApps, observe: true},
@@ -225,7 +234,7 @@ func (r *SessionClusterReconciler) requeueAfter(p *pass) time.Duration {
 		return requeueSoon
 	case p.claims != nil && p.claims.Pending > 0:
 		return requeueClaims
-	case p.problem != nil:
+	case p.problem != nil, p.waitingForWorkload:
 		return requeueProblem
 	case !p.spec.HasStore():
 		return 0
@@ -276,6 +285,10 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Waker != nil {
 		b = b.WatchesRawSource(source.Channel(r.Waker.ch, &handler.EnqueueRequestForObject{}))
+	}
+	b, err := r.watchWired(mgr, b)
+	if err != nil {
+		return err
 	}
 	c, err := b.Build(r)
 	if err != nil {

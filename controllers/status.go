@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 	"github.com/sessionops/session-operator/internal/render"
@@ -88,6 +89,8 @@ func computeStatus(p *pass, domain string) (sessionv1.SessionClusterStatus, *fai
 		// Not observed this pass: keep what the last pass reported.
 	case p.deployments == nil:
 		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonAppsNotReady, "Apps not observed yet")
+	case wiringTrouble(st.Apps) != "":
+		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonWorkloadNotWired, "%s", wiringTrouble(st.Apps))
 	case len(stalled) > 0:
 		set(sessionv1.ConditionAppsReady, false, sessionv1.ReasonAppRolloutStalled, "Rollout exceeded its progress deadline: %s", strings.Join(stalled, ", "))
 	case len(lagging) > 0:
@@ -190,9 +193,24 @@ func appStatuses(p *pass) []sessionv1.AppStatus {
 		return p.sc.Status.Apps
 	}
 	out := make([]sessionv1.AppStatus, 0, len(p.spec.Apps))
-	for _, app := range p.spec.Apps {
-		a := sessionv1.AppStatus{Name: app.Name, Replicas: *app.Replicas}
-		if d := p.deployments[app.Name]; d != nil && d.Status.ObservedGeneration >= d.Generation {
+	for i := range p.spec.Apps {
+		app := &p.spec.Apps[i]
+		a := sessionv1.AppStatus{Name: app.Name}
+		if app.WorkloadRef != nil {
+			wiredAppStatus(p, &a, app)
+			out = append(out, a)
+			continue
+		}
+		a.Workload = "Deployment/" + p.sc.Name + "-" + app.Name
+		d := p.deployments[app.Name]
+		switch {
+		case app.Replicas != nil:
+			a.Replicas = *app.Replicas
+		case d != nil:
+			// Left to a HorizontalPodAutoscaler: what it asks for now.
+			a.Replicas = ptr.Deref(d.Spec.Replicas, 1)
+		}
+		if d != nil && d.Status.ObservedGeneration >= d.Generation {
 			a.ReadyReplicas = d.Status.ReadyReplicas
 			a.UpdatedReplicas = d.Status.UpdatedReplicas
 		} else if d != nil {

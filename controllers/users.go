@@ -98,7 +98,7 @@ func (r *SessionClusterReconciler) syncUsers(ctx context.Context, p *pass) error
 			p.inputs.PodPasswordVersions[app.Name] = want
 			continue
 		}
-		have, err := r.deployedPasswordVersion(ctx, p, n.App(app.Name))
+		have, err := r.deployedPasswordVersion(ctx, p, &app)
 		if err != nil {
 			return err
 		}
@@ -170,7 +170,7 @@ func (r *SessionClusterReconciler) passwordVersionsInUse(ctx context.Context, p 
 	out := map[string][]string{}
 	for _, app := range p.spec.Apps {
 		pods := &corev1.PodList{}
-		if err := r.APIReader.List(ctx, pods, client.InNamespace(p.sc.Namespace), client.MatchingLabels(render.AppSelector(p.sc, app.Name))); err != nil {
+		if err := r.APIReader.List(ctx, pods, client.InNamespace(p.sc.Namespace), client.MatchingLabels(render.PodSelector(p.sc, &app))); err != nil {
 			return nil, fmt.Errorf("listing pods of app %s: %w", app.Name, err)
 		}
 		user := render.AppUser(app.Name)
@@ -187,8 +187,18 @@ func (r *SessionClusterReconciler) passwordVersionsInUse(ctx context.Context, p 
 	return out, nil
 }
 
-// deployedPasswordVersion is the password version of an app Deployment's pod template.
-func (r *SessionClusterReconciler) deployedPasswordVersion(ctx context.Context, p *pass, name string) (string, error) {
+// deployedPasswordVersion is the password version of an app's pod template: its
+// Deployment's, or its wired workload's.
+func (r *SessionClusterReconciler) deployedPasswordVersion(ctx context.Context, p *pass, app *sessionv1.AppSpec) (string, error) {
+	if ref := app.WorkloadRef; ref != nil {
+		w, err := r.getWired(ctx, p.sc.Namespace, ref.Kind, ref.Name)
+		if err != nil || w == nil {
+			return "", err
+		}
+		tmpl, _, _ := workloadParts(w)
+		return tmpl.Annotations[render.AnnotationPasswordVersion], nil
+	}
+	name := render.NamesFor(p.sc, r.Render.ClusterDomain).App(app.Name)
 	d := &appsv1.Deployment{}
 	err := r.Get(ctx, client.ObjectKey{Namespace: p.sc.Namespace, Name: name}, d)
 	if apierrors.IsNotFound(err) {

@@ -37,6 +37,9 @@ const (
 	// ReasonAppRolloutStalled: an app Deployment's rollout exceeded its progress deadline;
 	// old pods may still serve, but the spec's template does not.
 	ReasonAppRolloutStalled = "AppRolloutStalled"
+	// ReasonWorkloadNotWired: a workload an app's workloadRef names does not exist, lacks
+	// a named container, or is wired by another SessionCluster.
+	ReasonWorkloadNotWired = "WorkloadNotWired"
 
 	// ReasonGatewayAPIMissing: the spec asks for an HTTPRoute but the Gateway API CRDs are not installed.
 	ReasonGatewayAPIMissing = "GatewayAPINotInstalled"
@@ -61,6 +64,9 @@ const (
 	// ReasonUsersSecretMissing: the store runs but the Secret with its internal users'
 	// passwords is gone, so they cannot be recovered.
 	ReasonUsersSecretMissing = "UsersSecretMissing"
+	// ReasonInvalidSpec: the spec passed the CRD's validation but cannot be honoured (an
+	// app whose template names no image: a rule the CRD's CEL cost budget cannot hold).
+	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonApplyFailed: writing a child failed.
 	ReasonApplyFailed = "ApplyFailed"
 )

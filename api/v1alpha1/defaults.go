@@ -11,7 +11,6 @@ import (
 // apiserver never defaulted (unit tests, objects decoded from files).
 const (
 	DefaultTTL               = 30 * time.Minute
-	DefaultAppReplicas       = int32(2)
 	DefaultAppPort           = int32(8080)
 	DefaultAppPath           = "/"
 	DefaultStoreImage        = "redis:7.4"
@@ -37,9 +36,9 @@ func (s *SessionClusterSpec) WithDefaults() SessionClusterSpec {
 	}
 	for i := range out.Apps {
 		a := &out.Apps[i]
-		if a.Replicas == nil {
-			r := DefaultAppReplicas
-			a.Replicas = &r
+		// Replicas stay unset: then a HorizontalPodAutoscaler owns them.
+		if a.WorkloadRef != nil && a.WorkloadRef.Kind == "" {
+			a.WorkloadRef.Kind = WorkloadDeployment
 		}
 		if a.Port == 0 {
 			a.Port = DefaultAppPort

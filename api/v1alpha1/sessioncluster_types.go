@@ -52,6 +52,7 @@ type SessionCluster struct {
 // +kubebuilder:validation:XValidation:rule="self.mode != 'Clustered' || !has(self.store)",message="spec.store is not allowed when spec.mode is Clustered: the app pods hold the sessions",fieldPath=".store",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Sticky' || !has(self.sticky)",message="spec.sticky is only allowed when spec.mode is Sticky",fieldPath=".sticky",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Clustered' || !has(self.clustering)",message="spec.clustering is only allowed when spec.mode is Clustered",fieldPath=".clustering",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="self.apps.all(a, !has(a.workloadRef) || self.apps.exists_one(b, has(b.workloadRef) && b.workloadRef.name == a.workloadRef.name))",message="spec.apps[].workloadRef.name must be unique: one workload is wired once",fieldPath=".apps"
 // +kubebuilder:validation:XValidation:rule="!has(self.ingress) || self.apps.all(a, self.apps.exists_one(b, b.path == a.path))",message="spec.apps[].path must be unique when spec.ingress is set: two apps cannot serve the same path",fieldPath=".apps"
 type SessionClusterSpec struct {
 	// mode is how sessions survive a user moving between app pods: Store (a shared,
@@ -104,7 +105,11 @@ type SessionSettings struct {
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 }
 
-// AppSpec is one application Deployment.
+// AppSpec is one application: a Deployment the operator creates, or (workloadRef) a
+// Deployment or StatefulSet the user deploys and the operator only wires.
+// +kubebuilder:validation:XValidation:rule="!has(self.workloadRef) || !has(self.image)",message="spec.apps[].image is not allowed with spec.apps[].workloadRef: the workload runs its own image",fieldPath=".image",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="has(self.workloadRef) || has(self.image) || has(self.template)",message="spec.apps[].image is required unless spec.apps[].workloadRef names a workload or spec.apps[].template has a container named app with an image",fieldPath=".image",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.workloadRef) || !(has(self.template) || has(self.replicas) || has(self.args) || has(self.env) || has(self.imagePullPolicy) || has(self.healthPath) || (has(self.resources) && (has(self.resources.limits) || has(self.resources.requests))))",message="spec.apps[].template, replicas, args, env, resources, imagePullPolicy and healthPath are not allowed with spec.apps[].workloadRef: the workload's own manifest sets them",fieldPath=".workloadRef",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="!(self.name in ['store', 'store-headless', 'store-auth', 'store-users', 'store-config', 'sentinel', 'session']) && !self.name.endsWith('-peers')",message="spec.apps[].name must not be store, store-headless, store-auth, store-users, store-config, sentinel, session or end in -peers: those names belong to the session infrastructure",fieldPath=".name"
 type AppSpec struct {
 	// name of the app; its Deployment and Service are named <cluster>-<name>.
@@ -114,20 +119,22 @@ type AppSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// image of the app container.
-	// +required
+	// image of the app container. Required unless workloadRef is set (then forbidden) or
+	// template has a container named app with an image.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
-	Image string `json:"image"`
+	Image string `json:"image,omitempty"`
 
 	// imagePullPolicy of the app container.
 	// +optional
 	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 
-	// replicas of the app Deployment.
+	// replicas of the app Deployment. Unset, the operator never sets the Deployment's
+	// replicas: a HorizontalPodAutoscaler (or kubectl scale) owns them, and a new
+	// Deployment starts with 1.
 	// +optional
-	// +kubebuilder:default=2
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=500
 	Replicas *int32 `json:"replicas,omitempty"`
@@ -178,6 +185,22 @@ type AppSpec struct {
 	// +kubebuilder:validation:MaxLength=64
 	// +kubebuilder:validation:Pattern=`^[-A-Za-z0-9_.:/{}@|=+]+$`
 	KeyPrefix string `json:"keyPrefix,omitempty"`
+
+	// workloadRef wires an existing Deployment or StatefulSet instead of creating one. The
+	// operator neither owns nor deletes it: it adds only the wiring (the env of the wiring
+	// contract, a Service Binding projection at $SERVICE_BINDING_ROOT/<cluster>-session,
+	// its pod labels and rollout annotations) with server-side apply, and removes exactly
+	// those fields when the app leaves the spec. A wired variable the workload sets itself
+	// keeps the workload's value.
+	// +optional
+	WorkloadRef *WorkloadReference `json:"workloadRef,omitempty"`
+
+	// template is the created Deployment's pod template (a PodTemplateSpec): volumes,
+	// probes, sidecars, init containers, service account, node selection, tolerations,
+	// image pull secrets, labels, annotations. See AppPodTemplate for what the operator
+	// merges into it.
+	// +optional
+	Template *AppPodTemplate `json:"template,omitempty"`
 }
 
 // StoreSpec is the replicated Redis session store with Sentinel failover.
@@ -239,6 +262,11 @@ type StoreSpec struct {
 	// resources of each Redis container. Defaults derive from maxMemory.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// pod places the Redis servers' pods and sets what they carry; the Sentinels take it
+	// too unless sentinel.pod is set.
+	// +optional
+	Pod *PodSettings `json:"pod,omitempty"`
 }
 
 // SentinelSpec configures Redis Sentinel.
@@ -276,6 +304,15 @@ type SentinelSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('5s') && duration(self) <= duration('1h'))",message="spec.store.sentinel.failoverTimeout must be between 5s and 1h"
 	FailoverTimeout *metav1.Duration `json:"failoverTimeout,omitempty"`
+
+	// resources of each Sentinel container; by default 10m CPU and 32Mi requested, 64Mi
+	// memory limit.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// pod places the Sentinels' pods and sets what they carry, instead of store.pod.
+	// +optional
+	Pod *PodSettings `json:"pod,omitempty"`
 }
 
 // PersistenceSpec keeps Redis data on PersistentVolumeClaims.
@@ -702,6 +739,26 @@ type AppStatus struct {
 	// while a rollout is under way or stalled.
 	// +optional
 	UpdatedReplicas int32 `json:"updatedReplicas"`
+
+	// workload is the app's workload, Kind/name: the Deployment the operator created or
+	// the one workloadRef names.
+	// +optional
+	// +kubebuilder:validation:MaxLength=300
+	Workload string `json:"workload,omitempty"`
+
+	// message says why a wired workload is not wired: it does not exist, or another
+	// SessionCluster wires it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Message string `json:"message,omitempty"`
+
+	// userSetEnv lists the wired variables the workload sets itself; the workload's values
+	// win and the operator leaves them alone.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=128
+	UserSetEnv []string `json:"userSetEnv,omitempty"`
 }
 
 // BindingReference names a Service Binding Secret.

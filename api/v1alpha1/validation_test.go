@@ -90,6 +90,19 @@ func TestValidManifestsAreAccepted(t *testing.T) {
 		"two-servers":              {"spec": m{"store": m{"replicas": 2, "minReplicasToWrite": 0}}},
 		"single-server-1-sentinel": {"spec": m{"store": m{"replicas": 1, "sentinel": m{"replicas": 1, "quorum": 1}}}},
 		"gateway":                  {"spec": m{"ingress": m{"host": "shop.example.com", "controller": "GatewayAPI", "parentRefs": l{m{"name": "public"}}}}},
+		"workload-ref":             {"spec": m{"apps": l{m{"name": "web", "port": 3000, "keyPrefix": "sess:", "workloadRef": m{"kind": "StatefulSet", "name": "my-web", "containers": l{"web"}}}}}},
+		"template-without-image": {"spec": m{"apps": l{m{"name": "web", "template": m{
+			"metadata": m{"labels": m{"team": "web"}, "annotations": m{"a": "b"}},
+			"spec": m{"serviceAccountName": "web", "imagePullSecrets": l{m{"name": "registry"}},
+				"containers":  l{m{"name": "app", "image": "a:1"}, m{"name": "proxy", "image": "p:1"}},
+				"tolerations": l{m{"key": "k", "operator": "Exists"}}}}}}}},
+		"store-placement": {"spec": m{"store": m{
+			"pod": m{"metadata": m{"labels": m{"team": "x"}}, "nodeSelector": m{"pool": "db"}, "priorityClassName": "high",
+				"imagePullSecrets":          l{m{"name": "registry"}},
+				"tolerations":               l{m{"key": "db", "operator": "Exists", "effect": "NoSchedule"}},
+				"topologySpreadConstraints": l{m{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}},
+				"affinity":                  m{"nodeAffinity": m{"requiredDuringSchedulingIgnoredDuringExecution": m{"nodeSelectorTerms": l{m{"matchExpressions": l{m{"key": "a", "operator": "Exists"}}}}}}}},
+			"sentinel": m{"resources": m{"requests": m{"memory": "48Mi"}}, "pod": m{"priorityClassName": "low"}}}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			u := manifest(t, store, "ok-"+name, edit)
@@ -139,6 +152,15 @@ func TestInvalidManifestsNameTheField(t *testing.T) {
 		{"existingSecret not a name", m{"spec": m{"store": m{"auth": m{"existingSecret": "Bad_Name"}}}}, "spec.store.auth.existingSecret"},
 		{"unknown ingress controller", m{"spec": m{"ingress": m{"host": "a.example.com", "controller": "Envoy"}}}, "spec.ingress.controller"},
 		{"persistence size too small", m{"spec": m{"store": m{"persistence": m{"size": "1Mi"}}}}, "spec.store.persistence.size"},
+		{"workloadRef with image", m{"spec": m{"apps": l{m{"name": "web", "image": "a:1", "workloadRef": m{"name": "my-web"}}}}}, "spec.apps[0].image"},
+		{"workloadRef with replicas", m{"spec": m{"apps": l{m{"name": "web", "replicas": 2, "workloadRef": m{"name": "my-web"}}}}}, "spec.apps[0].workloadRef"},
+		{"workloadRef with template", m{"spec": m{"apps": l{m{"name": "web", "workloadRef": m{"name": "my-web"}, "template": m{"metadata": m{"labels": m{"a": "b"}}}}}}}, "spec.apps[0].workloadRef"},
+		{"no image, workloadRef or template", m{"spec": m{"apps": l{m{"name": "web"}}}}, "spec.apps[0].image"},
+		{"one workload wired twice", m{"spec": m{"apps": l{m{"name": "web", "workloadRef": m{"name": "my-web"}}, m{"name": "api", "path": "/api", "workloadRef": m{"name": "my-web"}}}}}, "spec.apps"},
+		{"workloadRef of another kind", m{"spec": m{"apps": l{m{"name": "web", "workloadRef": m{"kind": "DaemonSet", "name": "my-web"}}}}}, "spec.apps[0].workloadRef.kind"},
+		{"template label the operator selects on", m{"spec": m{"apps": l{m{"name": "web", "image": "a:1", "template": m{"metadata": m{"labels": m{"app.kubernetes.io/instance": "x"}}}}}}}, "spec.apps[0].template.metadata"},
+		{"store pod label the operator selects on", m{"spec": m{"store": m{"pod": m{"metadata": m{"labels": m{"session.sessionops.dev/role": "primary"}}}}}}, "spec.store.pod.metadata"},
+		{"sentinel priorityClassName too long", m{"spec": m{"store": m{"sentinel": m{"pod": m{"priorityClassName": strings.Repeat("p", 254)}}}}}, "spec.store.sentinel.pod.priorityClassName"},
 	}
 	if len(cases) < 12 {
 		t.Fatalf("the issue asks for at least 12 invalid manifests, have %d", len(cases))

@@ -141,6 +141,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		GatewaySessionPersistence: gateway.SessionPersistenceServed,
 		WatchHTTPRoutes:           httpRoutes,
 		Waker:                     waker,
+		Namespaces:                o.Namespaces,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err

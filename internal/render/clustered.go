@@ -18,7 +18,7 @@ func (b *builder) peerService(app *sessionv1.AppSpec) *corev1.Service {
 		Spec: corev1.ServiceSpec{
 			ClusterIP:                corev1.ClusterIPNone,
 			PublishNotReadyAddresses: true,
-			Selector:                 AppSelector(b.sc, app.Name),
+			Selector:                 PodSelector(b.sc, app),
 			Ports: []corev1.ServicePort{
 				{Name: "peers", Port: port, TargetPort: namedPort("peers"), Protocol: corev1.ProtocolTCP},
 				{Name: "peers-udp", Port: port, TargetPort: namedPort("peers-udp"), Protocol: corev1.ProtocolUDP},

@@ -62,6 +62,9 @@ type Desired struct {
 	Users *Users
 	// Blocked lists children the spec asks for that cannot be made, with the reason.
 	Blocked []string
+	// Wired are the users' workloads to wire (apps with a workloadRef). They are not
+	// children: the operator neither owns nor creates them.
+	Wired []WiredWorkload
 }
 
 // Render computes the desired children of sc. The spec is defaulted first, so an object
@@ -103,11 +106,18 @@ func Render(sc *sessionv1.SessionCluster, opts Options, in Inputs) (*Desired, er
 				add(b.peerServiceAccount(app), b.peerRole(app), b.peerRoleBinding(app))
 			}
 		}
-		add(b.appService(app), b.appDeployment(app))
+		add(b.appService(app))
+		if app.WorkloadRef == nil {
+			if err := appImageSet(app); err != nil {
+				return nil, err
+			}
+			add(b.appDeployment(app))
+		}
 		if pdb := b.appPDB(app); pdb != nil {
 			add(pdb)
 		}
 	}
+	d.Wired = b.wiredWorkloads()
 	if in := spec.Ingress; in != nil {
 		switch {
 		case in.Controller != sessionv1.ControllerGatewayAPI:

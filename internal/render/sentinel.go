@@ -4,6 +4,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 )
 
 // sentinelStatefulSet runs the Sentinels as a StatefulSet like the servers: a restarted
@@ -21,13 +23,7 @@ func (b *builder) sentinelStatefulSet() *appsv1.StatefulSet {
 		StartupProbe:    execProbe(5, 4, 60, storeScript("sentinel-probe.sh", "live")...),
 		LivenessProbe:   execProbe(10, 5, 6, storeScript("sentinel-probe.sh", "live")...),
 		ReadinessProbe:  execProbe(5, 4, 2, storeScript("sentinel-probe.sh", "ready")...),
-		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{
-				corev1.ResourceCPU:    resource.MustParse("10m"),
-				corev1.ResourceMemory: resource.MustParse("32Mi"),
-			},
-			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
-		},
+		Resources:       b.sentinelResources(),
 		SecurityContext: restrictedContainer(true),
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "config", MountPath: ConfigDir, ReadOnly: true},
@@ -36,10 +32,31 @@ func (b *builder) sentinelStatefulSet() *appsv1.StatefulSet {
 		},
 	}
 	return b.storeSet(n.Sentinel(), ComponentSentinel, "redis-sentinel", n.Sentinel(), st.Sentinel.Replicas, 10,
-		[]string{"sentinel.conf", "sentinel-master.conf", "common.sh", "sentinel-boot.sh", "sentinel-probe.sh"}, container,
+		[]string{"sentinel.conf", "sentinel-master.conf", "common.sh", "sentinel-boot.sh", "sentinel-probe.sh"}, container, b.sentinelPod(),
 		// A Sentinel holds no data and is ready only once it can take part in a failover:
 		// rolling them in order is safe.
 		appsv1.RollingUpdateStatefulSetStrategyType)
+}
+
+func (b *builder) sentinelResources() corev1.ResourceRequirements {
+	if r := b.spec.Store.Sentinel.Resources; len(r.Requests) > 0 || len(r.Limits) > 0 {
+		return *r.DeepCopy()
+	}
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("10m"),
+			corev1.ResourceMemory: resource.MustParse("32Mi"),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+	}
+}
+
+// sentinelPod is the Sentinels' own pod settings, else the servers'.
+func (b *builder) sentinelPod() *sessionv1.PodSettings {
+	if p := b.spec.Store.Sentinel.Pod; p != nil {
+		return p
+	}
+	return b.spec.Store.Pod
 }
 
 // sentinelService is headless: clients and peers address each Sentinel by its own name.

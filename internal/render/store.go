@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
 )
 
 // ClaimTemplateName names the servers' claim template; claims are
@@ -105,9 +107,9 @@ func storeScript(name string, args ...string) []string {
 // storeSet is what the servers and the Sentinels share: a StatefulSet, so each pod has a
 // stable DNS name to announce, started in parallel, restricted, spread across nodes, and
 // rolled when the configuration files it boots from change.
-func (b *builder) storeSet(name, component, appName, service string, replicas int32, grace int64, files []string, c corev1.Container, update appsv1.StatefulSetUpdateStrategyType) *appsv1.StatefulSet {
+func (b *builder) storeSet(name, component, appName, service string, replicas int32, grace int64, files []string, c corev1.Container, pod *sessionv1.PodSettings, update appsv1.StatefulSetUpdateStrategyType) *appsv1.StatefulSet {
 	sel := Selector(b.sc, component)
-	return &appsv1.StatefulSet{
+	sts := &appsv1.StatefulSet{
 		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
 		ObjectMeta: b.meta(name, component, appName),
 		Spec: appsv1.StatefulSetSpec{
@@ -134,6 +136,8 @@ func (b *builder) storeSet(name, component, appName, service string, replicas in
 			},
 		},
 	}
+	placePods(&sts.Spec.Template, pod, sel)
+	return sts
 }
 
 func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
@@ -159,7 +163,7 @@ func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
 		VolumeMounts:    storeMounts(),
 	}
 	sts := b.storeSet(n.Store(), ComponentStore, "redis", n.StoreHeadless(), st.Replicas, PreStopSeconds+15,
-		[]string{"redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh"}, container,
+		[]string{"redis.conf", "common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh"}, container, st.Pod,
 		// The operator replaces the servers itself (controllers/rollout.go): replicas
 		// first, then one planned switchover, then the old primary. A RollingUpdate would
 		// take the pods in ordinal order and hand the primary over to the next pod it is

@@ -81,28 +81,22 @@ func (b *builder) peerWiring(app *sessionv1.AppSpec) []corev1.EnvVar {
 		{Name: "HZ_NETWORK_JOIN_KUBERNETES_SERVICEDNS", Value: peers},
 	}
 	if b.spec.Clustering.Discovery == sessionv1.DiscoveryKubernetesAPI {
-		env = append(env, corev1.EnvVar{Name: "KUBERNETES_LABELS", Value: selectorString(AppSelector(b.sc, app.Name))})
+		env = append(env, corev1.EnvVar{Name: "KUBERNETES_LABELS", Value: selectorString(PodSelector(b.sc, app))})
 	}
 	return env
 }
 
-// appEnv is the wiring followed by the user's env; a user variable replaces an injected
-// one of the same name rather than shadowing it, so the container sees it once.
+// appEnv is the env of a created app's container: the wiring, then the template
+// container's env and the app's env, a user variable replacing an injected one.
 func (b *builder) appEnv(app *sessionv1.AppSpec) []corev1.EnvVar {
-	user := map[string]bool{}
-	for _, e := range app.Env {
-		user[e.Name] = true
-	}
-	var env []corev1.EnvVar
-	for _, e := range b.wiringEnv(app) {
-		if !user[e.Name] {
-			env = append(env, e)
+	var user []corev1.EnvVar
+	if t := app.Template; t != nil && t.Spec != nil {
+		if i := slices.IndexFunc(t.Spec.Containers, func(c corev1.Container) bool { return c.Name == AppContainer }); i >= 0 {
+			user = slices.Clone(t.Spec.Containers[i].Env)
 		}
 	}
-	for _, e := range app.Env {
-		env = append(env, *e.DeepCopy())
-	}
-	return env
+	user = append(user, app.Env...)
+	return overlayEnv(b.wiringEnv(app), user)
 }
 
 // wiringHash changes whenever what an app pod reads from its pod spec at start changes.

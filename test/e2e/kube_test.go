@@ -65,6 +65,9 @@ func loadSample(t *testing.T, file, namespace string) *sessionv1.SessionCluster 
 	}
 	sc.Namespace = namespace
 	for i := range sc.Spec.Apps {
+		if sc.Spec.Apps[i].WorkloadRef != nil {
+			continue // the user's workload runs its own image
+		}
 		sc.Spec.Apps[i].Image = appImage
 		sc.Spec.Apps[i].ImagePullPolicy = corev1.PullIfNotPresent
 	}

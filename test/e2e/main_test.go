@@ -308,7 +308,7 @@ func restrictedLabels() map[string]string {
 func (e *env) cleanNamespaces(timeout time.Duration) error {
 	ctx := context.Background()
 	var left []string
-	for _, name := range []string{nsStore, nsSticky, nsClustered, nsTomcat, nsRouting} {
+	for _, name := range []string{nsStore, nsSticky, nsClustered, nsTomcat, nsRouting, nsByo} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		err := e.c.Delete(ctx, ns)
 		if err == nil || !apierrors.IsNotFound(err) {

@@ -42,6 +42,9 @@ type results struct {
 	// The rotate-password annotation under session writes.
 	Rotation *rotationFacts `json:"rotation,omitempty"`
 
+	// A user's Deployment wired by workloadRef: sessions from the store, a failover.
+	BringYourOwn *byoFacts `json:"bring_your_own,omitempty"`
+
 	OperatorRestartSeconds float64 `json:"operator_restart_seconds"`
 	ChildrenChecked        int     `json:"children_checked"`
 	ChildrenRecreated      int     `json:"children_recreated"`
