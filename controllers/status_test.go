@@ -18,13 +18,7 @@ import (
 // user's password Secret is gone) writes nothing, but still observes, so status keeps the
 // primary, the ready counts and the store's condition instead of "being created".
 func TestEarlyFailureKeepsTheObservedStore(t *testing.T) {
-	ns := namespace(t)
-	key := types.NamespacedName{Namespace: ns, Name: "shop"}
-	observer.Set(key, store.Observation{PrimaryHost: fmt.Sprintf("shop-store-0.shop-store-headless.%s.svc.cluster.local", ns), SentinelsReachable: 3})
-	create(t, storeCluster(ns))
-	waitChildren(t, ns, storeChildren())
-	runPods(t, ns)
-	waitCondition(t, ns, "shop", sessionv1.ConditionReady, metav1.ConditionTrue, sessionv1.ReasonReady)
+	ns := readyStoreCluster(t)
 
 	sc := &sessionv1.SessionCluster{}
 	if err := get(t, ns, "shop", sc); err != nil {
@@ -50,13 +44,7 @@ func TestEarlyFailureKeepsTheObservedStore(t *testing.T) {
 // TestStalledAppRolloutIsNotReady: old pods that still answer do not make a rollout that
 // passed its progress deadline look ready.
 func TestStalledAppRolloutIsNotReady(t *testing.T) {
-	ns := namespace(t)
-	key := types.NamespacedName{Namespace: ns, Name: "shop"}
-	observer.Set(key, store.Observation{PrimaryHost: fmt.Sprintf("shop-store-0.shop-store-headless.%s.svc.cluster.local", ns), SentinelsReachable: 3})
-	create(t, storeCluster(ns))
-	waitChildren(t, ns, storeChildren())
-	runPods(t, ns)
-	waitCondition(t, ns, "shop", sessionv1.ConditionAppsReady, metav1.ConditionTrue, sessionv1.ReasonReady)
+	ns := readyStoreCluster(t)
 
 	dep := &appsv1.Deployment{}
 	if err := get(t, ns, "shop-web", dep); err != nil {
@@ -77,4 +65,18 @@ func TestStalledAppRolloutIsNotReady(t *testing.T) {
 	if sc.Status.Apps[0].UpdatedReplicas != 1 {
 		t.Errorf("apps status %+v", sc.Status.Apps)
 	}
+}
+
+// readyStoreCluster makes a Store-mode "shop" in a new namespace whose store and apps
+// report ready, and returns the namespace.
+func readyStoreCluster(t *testing.T) string {
+	t.Helper()
+	ns := namespace(t)
+	key := types.NamespacedName{Namespace: ns, Name: "shop"}
+	observer.Set(key, store.Observation{PrimaryHost: fmt.Sprintf("shop-store-0.shop-store-headless.%s.svc.cluster.local", ns), SentinelsReachable: 3})
+	create(t, storeCluster(ns))
+	waitChildren(t, ns, storeChildren())
+	runPods(t, ns)
+	waitCondition(t, ns, "shop", sessionv1.ConditionReady, metav1.ConditionTrue, sessionv1.ReasonReady)
+	return ns
 }

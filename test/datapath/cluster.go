@@ -551,3 +551,17 @@ func (c *cluster) redisPod(host string) *pod {
 func (c *cluster) sentinelAddrs() []string {
 	return render.HostPorts(c.names.SentinelHosts(int32(len(c.sentinels))), render.SentinelPort)
 }
+
+// startSettledStore starts every server and Sentinel and waits until the Sentinels agree on
+// a primary that every replica follows; it returns that primary.
+func (c *cluster) startSettledStore() string {
+	c.t.Helper()
+	c.startStore()
+	first, err := c.sentinelsPrimary()
+	must(c.t, err)
+	if err := c.waitSettled(first, 60*time.Second); err != nil {
+		c.dumpLogs()
+		c.t.Fatal(err)
+	}
+	return first
+}

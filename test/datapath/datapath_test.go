@@ -193,13 +193,7 @@ func TestDataPath(t *testing.T) {
 
 	// The store, exactly as rendered.
 	start := time.Now()
-	c.startStore()
-	first, err := c.sentinelsPrimary()
-	must(t, err)
-	if err := c.waitSettled(first, 60*time.Second); err != nil {
-		c.dumpLogs()
-		t.Fatal(err)
-	}
+	first := c.startSettledStore()
 	t.Logf("store up and settled in %.1fs, primary %s", time.Since(start).Seconds(), first)
 
 	// The operator's observer, against the real Sentinels.

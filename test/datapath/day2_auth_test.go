@@ -280,13 +280,7 @@ func runRotation(t *testing.T, name string, userSecret bool) {
 			Data: map[string][]byte{sessionv1.DefaultSecretKey: []byte(oldPW)}}
 	}
 	user := render.AppUser(appName)
-	c.startStore()
-	first, err := c.sentinelsPrimary()
-	must(t, err)
-	if err := c.waitSettled(first, 60*time.Second); err != nil {
-		c.dumpLogs()
-		t.Fatal(err)
-	}
+	first := c.startSettledStore()
 	c.addApps(rotApps)
 	for _, p := range c.apps {
 		c.startApp(p)

@@ -72,13 +72,7 @@ func newDay2(t *testing.T, mutate func(*sessionv1.SessionCluster), maxServers in
 		d.rev[p.name] = d.updateRev
 	}
 	d.target = store.Target{MasterName: c.names.MasterName(), Sentinels: c.sentinelAddrs(), Username: render.UserOperator, Password: harnessInternal.Operator}
-	c.startStore()
-	first, err := c.sentinelsPrimary()
-	must(t, err)
-	if err := c.waitSettled(first, 60*time.Second); err != nil {
-		c.dumpLogs()
-		t.Fatal(err)
-	}
+	c.startSettledStore()
 	c.addApps(day2Apps)
 	for _, p := range c.apps {
 		c.startApp(p)
