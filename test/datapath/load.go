@@ -199,6 +199,29 @@ func (l *ledger) longestStall(from, to time.Time) float64 {
 	return worst
 }
 
+// refusedSpan is how long writes were being refused in [from, to): from the start of the
+// first failed write to the end of the last one; 0 when none failed.
+func (l *ledger) refusedSpan(from, to time.Time) float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first, last time.Time
+	for _, e := range l.events {
+		if e.Op != "bump" || e.OK || e.Start.Before(from) || !e.Start.Before(to) {
+			continue
+		}
+		if first.IsZero() || e.Start.Before(first) {
+			first = e.Start
+		}
+		if e.End.After(last) {
+			last = e.End
+		}
+	}
+	if first.IsZero() {
+		return 0
+	}
+	return last.Sub(first).Seconds()
+}
+
 // failedBetween counts failed writes that started in [from, to).
 func (l *ledger) failedBetween(from, to time.Time) int {
 	l.mu.Lock()
