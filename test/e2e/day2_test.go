@@ -535,9 +535,12 @@ func (e *env) startDay2Load() *day2Load {
 func (l *day2Load) finish() (day2Sum, []time.Time, error) {
 	close(l.stop)
 	<-l.done
-	l.sum.refused = float64(int(l.sum.refused*100+0.5)) / 100
+	l.sum.refused = round2(l.sum.refused)
+	l.sum.MaxGapSeconds = round2(l.sum.MaxGapSeconds)
 	return l.sum, l.oks, l.err
 }
+
+func round2(f float64) float64 { return float64(int(f*100+0.5)) / 100 }
 
 // ---------------------------------------------------------------- roles ---------
 
