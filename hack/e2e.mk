@@ -20,5 +20,5 @@ E2E_RUN ?= TestE2E
 ##@ End to end
 
 .PHONY: test-e2e
-test-e2e: ## End-to-end suite on a real cluster: chart, samples, failover, operator restart, GC, uninstall. Writes bin/results/e2e.json.
+test-e2e: ## End-to-end suite on a real cluster: chart, samples, failover, day-2 operations, operator restart, GC, uninstall. Writes bin/results/e2e.json.
 	IMG='$(IMG)' APP_IMG='$(APP_IMG)' TOMCAT_IMG='$(TOMCAT_IMG)' $(GO) test -tags e2e ./test/e2e/ -run '$(E2E_RUN)' -count=1 -timeout $(E2E_TIMEOUT) -v
