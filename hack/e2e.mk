@@ -8,6 +8,8 @@
 #                                       # one that already has the images: E2E_LOAD_IMAGES=0)
 #   E2E_RUN=TestE2E/tomcat make test-e2e  # only the steps named tomcat/... (setup, images and
 #                                       # the chart still happen; other steps are skipped)
+#   E2E_RUN='TestE2E/store/(ready|day2)' make test-e2e  # the day-2 scenario alone (rollout,
+#                                       # scale 3-5-3, restart-all, grow-claims): e2e.json "day2"
 #
 # Writes bin/results/e2e.json; on a failure also bin/results/e2e-dump/ (events, pods, pod
 # and operator logs). The local cluster's daemons log to bin/cluster/logs.
@@ -18,5 +20,5 @@ E2E_RUN ?= TestE2E
 ##@ End to end
 
 .PHONY: test-e2e
-test-e2e: ## End-to-end suite on a real cluster: chart, samples, failover, operator restart, GC, uninstall. Writes bin/results/e2e.json.
+test-e2e: ## End-to-end suite on a real cluster: chart, samples, failover, day-2 operations, operator restart, GC, uninstall. Writes bin/results/e2e.json.
 	IMG='$(IMG)' APP_IMG='$(APP_IMG)' TOMCAT_IMG='$(TOMCAT_IMG)' $(GO) test -tags e2e ./test/e2e/ -run '$(E2E_RUN)' -count=1 -timeout $(E2E_TIMEOUT) -v

@@ -667,6 +667,7 @@ metadata:
 provisioner: $PROVISIONER
 reclaimPolicy: Delete
 volumeBindingMode: WaitForFirstConsumer
+allowVolumeExpansion: true
 ---
 apiVersion: v1
 kind: ServiceAccount

@@ -69,6 +69,9 @@ func TestE2E(t *testing.T) {
 	if storeOK {
 		step(t, "store/no-zombies", testNoZombies)
 	}
+	if storeOK {
+		testDay2(t)
+	}
 	step(t, "sticky/ready", testSticky)
 	step(t, "clustered/ready", testClustered)
 	testTomcat(t)

@@ -2,8 +2,9 @@
 
 // Package e2e runs the operator on a real single-node Kubernetes cluster: the Helm chart
 // installed, the samples applied with the reference session app, pods booting Redis and
-// Sentinel from the operator's scripts, a primary deleted and then killed, the operator
-// restarted, a SessionCluster deleted, the chart uninstalled.
+// Sentinel from the operator's scripts, a primary deleted and then killed, the store's
+// day-2 operations under writes (a rollout, scaling, every pod lost at once, claim
+// growth), the operator restarted, a SessionCluster deleted, the chart uninstalled.
 //
 //	make test-e2e                               # cluster up, run, cluster down
 //	E2E_KEEP_CLUSTER=1 make test-e2e            # leave the cluster running afterwards

@@ -39,6 +39,10 @@ type results struct {
 	PlannedFailoverSeconds float64         `json:"planned_failover_seconds"`
 	Failovers              []failoverFacts `json:"failovers"`
 
+	// Day-2 operations under session writes (test/e2e/day2_test.go): the fields of make
+	// test-day2's bin/results/day2.json, measured on the real cluster.
+	Day2 []day2Case `json:"day2"`
+
 	// The rotate-password annotation under session writes.
 	Rotation *rotationFacts `json:"rotation,omitempty"`
 
@@ -113,7 +117,7 @@ type failoverFacts struct {
 }
 
 func newResults() *results {
-	return &results{FailedSteps: []string{}, Failovers: []failoverFacts{}, UninstallLeftovers: []string{},
+	return &results{FailedSteps: []string{}, Failovers: []failoverFacts{}, Day2: []day2Case{}, UninstallLeftovers: []string{},
 		StepSeconds: map[string]float64{}, Date: time.Now().UTC().Format(time.RFC3339),
 		TomcatReplicated: -1, TomcatLostOnPodDelete: -1, TomcatOldPodsRestarted: -1, TomcatServedByNewPods: -1,
 		TomcatLostOnScaleIn: -1, TomcatScaleOutWriteErrors: -1}

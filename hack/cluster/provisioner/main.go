@@ -8,6 +8,11 @@
 // `local` PersistentVolume pinned to that node, pre-bound to the claim. When a volume it
 // made is Released and its reclaim policy is Delete, it removes the directory and the PV.
 //
+// It also does an external resizer's job for its volumes, in classes that allow volume
+// expansion: when a bound claim asks for more than its PV holds, it raises the PV's
+// capacity and then the claim's status.capacity. A directory on the host has no size to
+// grow, so nothing else is needed (and nothing is left for the kubelet to do on the node).
+//
 // It polls the API every --interval: a one-node test cluster has few claims, and a
 // poll loop has no watch or cache to get wrong.
 package main
@@ -116,6 +121,21 @@ func (p *provisioner) once(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	byName := map[string]*corev1.PersistentVolume{}
+	for i := range pvs.Items {
+		byName[pvs.Items[i].Name] = &pvs.Items[i]
+	}
+	for i := range pvcs.Items {
+		pvc := &pvcs.Items[i]
+		class := ours[classOf(pvc)]
+		pv := byName[pvc.Spec.VolumeName]
+		if class == nil || pv == nil || pvc.Status.Phase != corev1.ClaimBound || pvc.DeletionTimestamp != nil {
+			continue
+		}
+		if err := p.resize(ctx, pvc, pv, class); err != nil {
+			log.Printf("resize %s/%s: %v", pvc.Namespace, pvc.Name, err)
+		}
+	}
 	for i := range pvs.Items {
 		pv := &pvs.Items[i]
 		if pv.Annotations[annProvisionedBy] != p.name || pv.DeletionTimestamp != nil {
@@ -201,6 +221,55 @@ func (p *provisioner) provision(ctx context.Context, pvc *corev1.PersistentVolum
 		return err
 	}
 	log.Printf("provisioned %s for %s/%s at %s (%s)", name, pvc.Namespace, pvc.Name, dir, size.String())
+	return nil
+}
+
+// resize grows pv to what pvc asks when the class allows expansion: the PV's capacity
+// first, then the claim's status (capacity and allocatedResources), so that a failure
+// between the two is finished on the next pass. Claims whose request their status already
+// meets, and volumes another provisioner made, are left alone.
+func (p *provisioner) resize(ctx context.Context, pvc *corev1.PersistentVolumeClaim, pv *corev1.PersistentVolume, class *storagev1.StorageClass) error {
+	if class.AllowVolumeExpansion == nil || !*class.AllowVolumeExpansion || pv.Annotations[annProvisionedBy] != p.name {
+		return nil
+	}
+	want, ok := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	if !ok {
+		return nil
+	}
+	if have, ok := pvc.Status.Capacity[corev1.ResourceStorage]; ok && have.Cmp(want) >= 0 {
+		return nil
+	}
+	if have := pv.Spec.Capacity[corev1.ResourceStorage]; have.Cmp(want) < 0 {
+		pv = pv.DeepCopy()
+		if pv.Spec.Capacity == nil {
+			pv.Spec.Capacity = corev1.ResourceList{}
+		}
+		pv.Spec.Capacity[corev1.ResourceStorage] = want
+		if _, err := p.client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("raising %s to %s: %w", pv.Name, want.String(), err)
+		}
+	}
+	pvc = pvc.DeepCopy()
+	if pvc.Status.Capacity == nil {
+		pvc.Status.Capacity = corev1.ResourceList{}
+	}
+	pvc.Status.Capacity[corev1.ResourceStorage] = want
+	if pvc.Status.AllocatedResources == nil {
+		pvc.Status.AllocatedResources = corev1.ResourceList{}
+	}
+	pvc.Status.AllocatedResources[corev1.ResourceStorage] = want
+	delete(pvc.Status.AllocatedResourceStatuses, corev1.ResourceStorage)
+	var conds []corev1.PersistentVolumeClaimCondition
+	for _, c := range pvc.Status.Conditions {
+		if c.Type != corev1.PersistentVolumeClaimResizing && c.Type != corev1.PersistentVolumeClaimFileSystemResizePending {
+			conds = append(conds, c)
+		}
+	}
+	pvc.Status.Conditions = conds
+	if _, err := p.client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("recording capacity %s: %w", want.String(), err)
+	}
+	log.Printf("resized %s for %s/%s to %s", pv.Name, pvc.Namespace, pvc.Name, want.String())
 	return nil
 }
 
