@@ -257,12 +257,9 @@ func TestModeChangesLeaveNoOrphans(t *testing.T) {
 			sc.Spec.Apps = apps
 			create(t, sc)
 		} else {
+			updateSpec(t, ns, step.set)
 			if err := get(t, ns, "shop", sc); err != nil {
 				t.Fatal(err)
-			}
-			step.set(&sc.Spec)
-			if err := k8s.Update(context.Background(), sc); err != nil {
-				t.Fatalf("%s: %v", step.name, err)
 			}
 		}
 		want := expectedChildren(t, sc)

@@ -264,14 +264,10 @@ func TestGatewayAPI(t *testing.T) {
 	})
 
 	// Back to an Ingress controller: the route goes, an Ingress comes.
-	if err := get(t, ns, "shop", sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Spec.Ingress.Controller = sessionv1.ControllerIngressNginx
-	sc.Spec.Ingress.ParentRefs = nil
-	if err := k8s.Update(context.Background(), sc); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, ns, func(s *sessionv1.SessionClusterSpec) {
+		s.Ingress.Controller = sessionv1.ControllerIngressNginx
+		s.Ingress.ParentRefs = nil
+	})
 	eventually(t, 20*time.Second, func() error {
 		if err := get(t, ns, "shop", &gatewayv1.HTTPRoute{}); err == nil {
 			return errors.New("HTTPRoute still there")

@@ -20,15 +20,10 @@ import (
 func TestEarlyFailureKeepsTheObservedStore(t *testing.T) {
 	ns := readyStoreCluster(t)
 
-	sc := &sessionv1.SessionCluster{}
-	if err := get(t, ns, "shop", sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Spec.Store.Auth = sessionv1.StoreAuth{ExistingSecret: "gone", ExistingSecretKey: "pw"}
-	if err := k8s.Update(context.Background(), sc); err != nil {
-		t.Fatal(err)
-	}
-	sc = waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionTrue, sessionv1.ReasonAuthSecretInvalid)
+	updateSpec(t, ns, func(s *sessionv1.SessionClusterSpec) {
+		s.Store.Auth = sessionv1.StoreAuth{ExistingSecret: "gone", ExistingSecretKey: "pw"}
+	})
+	sc := waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionTrue, sessionv1.ReasonAuthSecretInvalid)
 	if s := sc.Status.Store; s == nil || s.Primary != "shop-store-0" || s.ReadyReplicas != 3 || s.SentinelsReady != 3 {
 		t.Errorf("store status after a failed early step: %+v", s)
 	}

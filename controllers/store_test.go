@@ -233,7 +233,7 @@ func TestChildDeletedOrEditedIsRestored(t *testing.T) {
 
 func TestSpecChangeUpdatesChildrenAndRollsWiring(t *testing.T) {
 	ns := namespace(t)
-	sc := create(t, storeCluster(ns))
+	create(t, storeCluster(ns))
 	children := waitChildren(t, ns, storeChildren())
 	dep := children[9].(*appsv1.Deployment)
 	sts := children[7].(*appsv1.StatefulSet)
@@ -243,16 +243,12 @@ func TestSpecChangeUpdatesChildrenAndRollsWiring(t *testing.T) {
 		t.Fatal("missing hashes")
 	}
 
-	if err := get(t, ns, "shop", sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Spec.Session.TTL = &metav1.Duration{Duration: 2 * time.Hour}
-	mem := resource.MustParse("512Mi")
-	sc.Spec.Store.MaxMemory = &mem
-	sc.Spec.Apps[0].Replicas = ptr.To[int32](4)
-	if err := k8s.Update(context.Background(), sc); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, ns, func(s *sessionv1.SessionClusterSpec) {
+		s.Session.TTL = &metav1.Duration{Duration: 2 * time.Hour}
+		mem := resource.MustParse("512Mi")
+		s.Store.MaxMemory = &mem
+		s.Apps[0].Replicas = ptr.To[int32](4)
+	})
 	eventually(t, 20*time.Second, func() error {
 		if err := get(t, ns, dep.Name, dep); err != nil {
 			return err
@@ -617,13 +613,7 @@ func TestPersistenceChangeReplacesTheStatefulSet(t *testing.T) {
 	sc.Spec.Store.Persistence = &sessionv1.PersistenceSpec{Size: resource.MustParse("1Gi")}
 	create(t, sc)
 	sts := waitChildren(t, ns, storeChildren())[7].(*appsv1.StatefulSet)
-	if err := get(t, ns, "shop", sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Spec.Store.Persistence.Size = resource.MustParse("2Gi")
-	if err := k8s.Update(context.Background(), sc); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, ns, func(s *sessionv1.SessionClusterSpec) { s.Store.Persistence.Size = resource.MustParse("2Gi") })
 	// envtest runs no garbage collector: play its part and release the orphaning finalizer.
 	eventually(t, 20*time.Second, func() error {
 		old := &appsv1.StatefulSet{}

@@ -106,13 +106,13 @@ func TestPasswordRotation(t *testing.T) {
 
 	// The store cannot be reached: the new password is added to the Secret, never to the app.
 	users.fail(ns, true)
-	if err := get(t, ns, "shop", sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Annotations = map[string]string{sessionv1.AnnotationRotatePassword: "2026-12-03"}
-	if err := k8s.Update(context.Background(), sc); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 10*time.Second, func() error {
+		if err := get(t, ns, "shop", sc); err != nil {
+			return err
+		}
+		metav1.SetMetaDataAnnotation(&sc.ObjectMeta, sessionv1.AnnotationRotatePassword, "2026-12-03")
+		return k8s.Update(context.Background(), sc)
+	})
 	var newHash string
 	eventually(t, 20*time.Second, func() error {
 		h := appHashes(t, ns)

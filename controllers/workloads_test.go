@@ -341,7 +341,7 @@ func pokeAndWait(t *testing.T, ns string, i int) {
 func containsField(raw []byte, s string) bool { return strings.Contains(string(raw), s) }
 
 // updateSpec edits the SessionCluster "shop", again on a conflict with the operator's own
-// writes (its finalizer).
+// writes (its finalizer, its status).
 func updateSpec(t *testing.T, ns string, edit func(*sessionv1.SessionClusterSpec)) {
 	t.Helper()
 	eventually(t, 10*time.Second, func() error {
