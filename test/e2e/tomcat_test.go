@@ -345,9 +345,12 @@ func (r *tomcatRun) podDeleted(t *testing.T) {
 			t.Errorf("%s lacks %d sessions after %s was deleted, e.g. %s", p.Name, len(bad), victim.Name, bad[0])
 		}
 	}
-	// The replacement, once ready.
+	// The replacement, once ready. A replacement that starts while the deleted pod still
+	// drains (its preStop) may ask that pod for the sessions, time out empty and stay
+	// unready until its startup probe restarts it (2 s x 90); the second start joins. Seen
+	// once in four runs; the wait allows that restart, and the note on issue 13 says so.
 	var now []corev1.Pod
-	err := poll(3*time.Minute, time.Second, func() (bool, error) {
+	err := poll(5*time.Minute, time.Second, func() (bool, error) {
 		now = readyPods(ctx, t, nsTomcat, tomcatSC)
 		return len(now) == 3 && !hasPod(now, victim.Name), nil
 	})
