@@ -208,10 +208,6 @@ func testBringYourOwnApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.FailoverFrom = sc.Status.Store.Primary
-	type runOut struct {
-		out string
-		err error
-	}
 	done := make(chan runOut, 1)
 	go func() {
 		rctx, cancel := context.WithTimeout(ctx, byoWriteRun+time.Minute)
@@ -230,15 +226,7 @@ func testBringYourOwnApp(t *testing.T) {
 	})
 	f.FailoverTo = sc.Status.Store.Primary
 	r := <-done
-	var sum runSummary
-	for _, line := range strings.Split(strings.TrimSpace(r.out), "\n") {
-		if strings.Contains(line, `"command":"run"`) {
-			_ = json.Unmarshal([]byte(line), &sum)
-		}
-	}
-	if sum.Command != "run" {
-		t.Fatalf("sessionload run: %v: %s", r.err, tail(r.out, 5))
-	}
+	sum := finishedRun(t, r)
 	f.Requests, f.Failed, f.WentBackwards, f.Unknown = sum.Requests, sum.Failed, sum.WentBackwards, sum.UnknownSessions
 	logf("byo: failover %s→%s under writes: %d requests, %d failed, went backwards %d, unknown %d",
 		f.FailoverFrom, f.FailoverTo, f.Requests, f.Failed, f.WentBackwards, f.Unknown)

@@ -344,6 +344,27 @@ type runSummary struct {
 	FirstError      string  `json:"first_error"`
 }
 
+// runOut is what a sessionload run printed, and how it ended.
+type runOut struct {
+	out string
+	err error
+}
+
+// finishedRun is the summary line of a finished sessionload run; no summary fails the test.
+func finishedRun(t *testing.T, r runOut) runSummary {
+	t.Helper()
+	var sum runSummary
+	for _, line := range strings.Split(strings.TrimSpace(r.out), "\n") {
+		if strings.Contains(line, `"command":"run"`) {
+			_ = json.Unmarshal([]byte(line), &sum)
+		}
+	}
+	if sum.Command != "run" {
+		t.Fatalf("sessionload run: %v: %s", r.err, tail(r.out, 5))
+	}
+	return sum
+}
+
 // failover takes the primary away with kill while four clients write sessions through the
 // app Service, and checks what the issue asks: the status names a new primary and records
 // the failover, Ready returns, no session or acknowledged write is lost; it measures the
@@ -365,10 +386,6 @@ func (e *env) failover(t *testing.T, kind string, kill func(pod string) (string,
 	}
 	f := failoverFacts{Kind: kind, From: from}
 
-	type runOut struct {
-		out string
-		err error
-	}
 	done := make(chan runOut, 1)
 	go func() {
 		rctx, cancel := context.WithTimeout(ctx, writeRun+time.Minute)

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -63,10 +62,6 @@ func testPasswordRotation(t *testing.T) {
 	oldVersion := dep.Spec.Template.Annotations[render.AnnotationPasswordVersion]
 
 	const run = 100 * time.Second
-	type runOut struct {
-		out string
-		err error
-	}
 	done := make(chan runOut, 1)
 	go func() {
 		rctx, cancel := context.WithTimeout(ctx, run+time.Minute)
@@ -116,15 +111,7 @@ func testPasswordRotation(t *testing.T) {
 	}
 
 	r := <-done
-	var sum runSummary
-	for _, line := range strings.Split(strings.TrimSpace(r.out), "\n") {
-		if strings.Contains(line, `"command":"run"`) {
-			_ = json.Unmarshal([]byte(line), &sum)
-		}
-	}
-	if sum.Command != "run" {
-		t.Fatalf("sessionload run: %v: %s", r.err, tail(r.out, 5))
-	}
+	sum := finishedRun(t, r)
 	f.Requests, f.Failed, f.WentBackwards, f.Unknown = sum.Requests, sum.Failed, sum.WentBackwards, sum.UnknownSessions
 	after := storePods()
 	for uid, n := range before {
