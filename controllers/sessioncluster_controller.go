@@ -66,17 +66,16 @@ type SessionClusterReconciler struct {
 	WatchHTTPRoutes bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-
-	// ctrl and cache let a pass add the HTTPRoute watch when the Gateway API appears later.
-	ctrl         controller.Controller
-	cache        cache.Cache
-	routeWatchMu sync.Mutex
 	// SyncUsers applies the store's ACL users live; nil means store.SyncUsers.
 	SyncUsers func(context.Context, store.UsersTarget) (store.UsersSync, error)
 	// Namespaces the manager watches; empty means all. The wired workloads' cache
 	// follows them.
 	Namespaces []string
 
+	// ctrl and cache let a pass add the HTTPRoute watch when the Gateway API appears later.
+	ctrl         controller.Controller
+	cache        cache.Cache
+	routeWatchMu sync.Mutex
 	// wired caches the users' workloads the operator wires (see watchWired).
 	wired client.Reader
 }
