@@ -10,7 +10,7 @@
 #           file it made (bin/cluster/images and bin/cluster/logs are kept as caches).
 #   status  say what runs.
 #   images  build the image tarballs the cluster needs (pause, coredns, session-redis:7.0,
-#           traefik).
+#           traefik, kube-network-policies).
 #   load    import OCI/Docker image tarballs into the cluster's containerd (or kind).
 #   env     print `export KUBECONFIG=...` for the shell.
 #
@@ -69,6 +69,8 @@ CTR_SOCK="$RUN/containerd.sock"
 
 # shellcheck source=hack/traefik/cluster.sh
 . "$root/hack/traefik/cluster.sh"
+# shellcheck source=hack/netpol/cluster.sh
+. "$root/hack/netpol/cluster.sh"
 
 log() { printf '%s local-cluster: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -165,6 +167,7 @@ build_tools() {
   go_tool local-path-provisioner ./hack/cluster/provisioner
   go_tool pause ./hack/images/pause
   traefik_build
+  netpol_build
 }
 
 # go_tool NAME PKG: build a tool of this module into bin/tools when its sources changed.
@@ -194,6 +197,7 @@ build_images() {
   fi
   build_redis_image
   traefik_image
+  netpol_image
 }
 
 # session-redis:7.0: Debian's redis-server, redis-sentinel and redis-cli with their
@@ -647,7 +651,7 @@ start_node() {
   ctr_ images ls -q | grep -qx "$COREDNS_IMAGE" || missing+=("$IMAGES/coredns.tar")
   ctr_ images ls -q | grep -qx "docker.io/library/$REDIS_IMAGE" || missing+=("$IMAGES/session-redis.tar")
   local t
-  for t in $(traefik_images); do missing+=("$t"); done
+  for t in $(traefik_images) $(netpol_images); do missing+=("$t"); done
   [ ${#missing[@]} -eq 0 ] || import_images "${missing[@]}"
 
   start kubelet "$KBIN/kubelet" --config "$CFG/kubelet.yaml" --kubeconfig "$CFG/kubelet.kubeconfig" \
@@ -783,6 +787,15 @@ local_up() {
       traefik_addon
       traefik_wait
     fi
+    if netpol_wanted && ! kc -n kube-system get daemonset kube-network-policies >/dev/null 2>&1; then
+      # brought up by a checkout without NetworkPolicy enforcement
+      build_tools
+      netpol_image
+      local t
+      for t in $(netpol_images); do import_images "$t"; done
+      netpol_addon
+      netpol_wait
+    fi
     log "already up (export KUBECONFIG=$KUBECONFIG_OUT)"
     return 0
   fi
@@ -809,9 +822,11 @@ local_up() {
   wait_for 60 "node $NODE to register" kc get node "$NODE"
   addons
   traefik_addon
+  netpol_addon
   kc wait --for=condition=Ready "node/$NODE" --timeout=120s >/dev/null
   kc -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null
   traefik_wait
+  netpol_wait
   wait_for 30 "the default ServiceAccount" kc -n default get serviceaccount default
   touch "$PIDS/up.done"
   log "up in $((SECONDS - t0))s: node $NODE ($NODE_IP), apiserver https://127.0.0.1:$API_PORT"

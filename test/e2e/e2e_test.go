@@ -76,6 +76,7 @@ func TestE2E(t *testing.T) {
 	step(t, "clustered/ready", testClustered)
 	testTomcat(t)
 	step(t, "routing/traefik", testRouting)
+	step(t, "netpol/enforced", testNetworkPolicy)
 	step(t, "byo/wired-store-failover", testBringYourOwnApp)
 	if storeOK {
 		step(t, "store/delete-gc", testDeleteGC)

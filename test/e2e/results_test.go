@@ -88,6 +88,7 @@ type results struct {
 	StepSeconds        map[string]float64 `json:"step_seconds"`
 
 	routingResults // routing_test.go
+	netpolResults  // netpol_test.go
 }
 
 // failoverFacts is one primary loss as the clients and the status saw it.
