@@ -18,6 +18,8 @@
 # forces one). Otherwise the node runs in its own network namespace, built from:
 #   hack/build-k8s.sh binaries (etcd, kube-*, kubectl), CoreDNS from its Go module,
 #   Debian's containerd/runc/CNI plugins, and images made by hack/imagetar.
+# Addons: Traefik (hack/traefik; LOCAL_CLUSTER_INGRESS=none skips it) and NetworkPolicy
+# enforcement by kube-network-policies (hack/netpol; LOCAL_CLUSTER_NETPOL=none skips it).
 # Nothing in the node namespace has a default route: pods reach only the cluster.
 # The apiserver is reachable from the host at https://127.0.0.1:$LOCAL_CLUSTER_API_PORT.
 set -euo pipefail

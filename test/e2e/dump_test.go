@@ -44,6 +44,9 @@ func (e *env) dump(step string) {
 	save("objects.txt", "get", "all,pvc,pdb,networkpolicy,ingress,configmap,secret,serviceaccount,role,rolebinding,lease", "-A", "-o", "wide")
 	save("describe-pods.txt", "describe", "pods", "-A")
 	save("nodes.txt", "describe", "nodes")
+	// The local cluster's addons: what enforced NetworkPolicy and what served Ingresses.
+	save("logs-kube-system-kube-network-policies.txt", "logs", "-n", "kube-system", "ds/kube-network-policies", "--timestamps", "--tail=2000")
+	save("logs-kube-system-traefik.txt", "logs", "-n", "kube-system", "deploy/traefik", "--timestamps", "--tail=2000")
 
 	var opLog string
 	for _, ns := range []string{nsStore, nsSticky, nsClustered, nsTomcat, operatorNS} {

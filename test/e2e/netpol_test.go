@@ -115,6 +115,9 @@ func testNetworkPolicy(t *testing.T) {
 			}
 		}
 	}
+	if !blocked {
+		t.Log("is NetworkPolicy enforced at all? hack/local-cluster.sh runs kube-network-policies unless LOCAL_CLUSTER_NETPOL=none (hack/README-cluster.md)")
+	}
 	// A Sentinel's own connection to the server it watches.
 	if !e.connects(nsRouting, sc+"-sentinel-0", "sentinel", targets[sc+"-store-0"]) {
 		allowed = false
