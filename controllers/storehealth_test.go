@@ -23,7 +23,9 @@ import (
 func TestReadyFollowsTheSentinelsHealth(t *testing.T) {
 	ns := readyStoreCluster(t)
 	key := types.NamespacedName{Namespace: ns, Name: "shop"}
-	host := func(i int) string { return fmt.Sprintf("shop-store-%d.shop-store-headless.%s.svc.cluster.local", i, ns) }
+	host := func(i int) string {
+		return fmt.Sprintf("shop-store-%d.shop-store-headless.%s.svc.cluster.local", i, ns)
+	}
 	healthy := store.Observation{PrimaryHost: host(0), SentinelsReachable: 3, Health: store.Health{Agreeing: 3}}
 
 	for _, tc := range []struct {
@@ -65,7 +67,9 @@ func TestReadyFollowsTheSentinelsHealth(t *testing.T) {
 func TestFailoverWhileOperatorDownIsRecorded(t *testing.T) {
 	ns := readyStoreCluster(t)
 	key := types.NamespacedName{Namespace: ns, Name: "shop"}
-	host := func(i int) string { return fmt.Sprintf("shop-store-%d.shop-store-headless.%s.svc.cluster.local", i, ns) }
+	host := func(i int) string {
+		return fmt.Sprintf("shop-store-%d.shop-store-headless.%s.svc.cluster.local", i, ns)
+	}
 	failovers := metricValue(t, "session_operator_failovers_total", map[string]string{"namespace": ns})
 
 	observer.Set(key, store.Observation{PrimaryHost: host(1), SentinelsReachable: 3, Health: store.Health{Agreeing: 3}, Keys: 0})
