@@ -194,7 +194,6 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 	if primaryAddr != "" {
 		host, _, _ := net.SplitHostPort(primaryAddr)
 		obs.PrimaryHost = host
-		obs.Keys = o.dbsize(ctx, st, primaryAddr, t.Username, t.Password)
 	}
 	var masters []map[string]string
 	var replicas [][]map[string]string
@@ -204,6 +203,11 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 		}
 	}
 	obs.Health = assessHealth(obs.PrimaryHost, masters, replicas)
+	// A primary the Sentinels see down (frozen, gone) would only hold this answer for the
+	// whole Timeout.
+	if primaryAddr != "" && obs.Health.PrimaryDown == "" {
+		obs.Keys = o.dbsize(ctx, st, primaryAddr, t.Username, t.Password)
+	}
 
 	st.mu.Lock()
 	if obs.PrimaryHost != "" {
