@@ -171,7 +171,7 @@ func TestRolloutReplacesReplicasThenSwitchesOverOnce(t *testing.T) {
 	n := render.NamesFor(storeCluster(ns), "")
 	hosts := n.StoreHosts(3)
 	admin.register(key, hosts[0], hosts)
-	observer.Set(key, store.Observation{PrimaryHost: hosts[0], SentinelsReachable: 3, Keys: 0})
+	observer.Set(key, store.Observation{PrimaryHost: hosts[0], SentinelsReachable: 3, Health: store.Health{Agreeing: 3}, Keys: 0})
 	playKubelet(t, ns, key, "r1")
 	setSetStatus(t, ns, "shop-sentinel", "r1", 3)
 	setSetStatus(t, ns, "shop-store", "r1", 3)
@@ -222,7 +222,7 @@ func TestScaleDownMovesThePrimaryFirst(t *testing.T) {
 	key := types.NamespacedName{Namespace: ns, Name: "shop"}
 	hosts := render.NamesFor(sc, "").StoreHosts(5)
 	admin.register(key, hosts[4], hosts)
-	observer.Set(key, store.Observation{PrimaryHost: hosts[4], SentinelsReachable: 3, Keys: 0})
+	observer.Set(key, store.Observation{PrimaryHost: hosts[4], SentinelsReachable: 3, Health: store.Health{Agreeing: 3}, Keys: 0})
 	playKubelet(t, ns, key, "r1")
 	setSetStatus(t, ns, "shop-sentinel", "r1", 3)
 	setSetStatus(t, ns, "shop-store", "r1", 5)

@@ -176,7 +176,10 @@ func (r *SessionClusterReconciler) writeStatus(ctx context.Context, p *pass) (bo
 	if !equality.Semantic.DeepEqual(status, p.sc.Status) {
 		base := p.sc.DeepCopy()
 		p.sc.Status = status
-		if err := r.Status().Patch(ctx, p.sc, client.MergeFrom(base)); err != nil {
+		// Optimistic lock: a pass that read a SessionCluster older than the last status
+		// written (the cache lags the previous pass's write) would otherwise overwrite it
+		// and announce the same failover again.
+		if err := r.Status().Patch(ctx, p.sc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				return false, nil
 			}

@@ -179,7 +179,22 @@ func storeReadiness(p *pass, s *sessionv1.StoreStatus) (bool, string, string) {
 	case p.observeErr != nil && (p.observed == nil || p.observed.SentinelsReachable == 0):
 		return false, sessionv1.ReasonSentinelUnreachable, "No Sentinel answered: " + p.observeErr.Error()
 	case p.observed == nil || p.observed.PrimaryHost == "":
-		return false, sessionv1.ReasonNoPrimary, "No Sentinel names a primary yet"
+		return false, sessionv1.ReasonNoPrimary, "No Sentinel names a primary"
+	}
+	// What the Sentinels say about the primary comes before the pods' readiness: a frozen
+	// or vanished primary keeps its pod Ready until the kubelet's probes fail several times.
+	h := p.observed.Health
+	switch {
+	case h.PrimaryDown != "":
+		return false, sessionv1.ReasonNoPrimary, fmt.Sprintf("The Sentinels name %s, but it cannot take writes: %s", s.Primary, h.PrimaryDown)
+	case h.Agreeing < p.observed.SentinelsReachable:
+		return false, sessionv1.ReasonSentinelsDisagree, fmt.Sprintf("%d of %d Sentinels that answered name %s as the primary", h.Agreeing, p.observed.SentinelsReachable, s.Primary)
+	case len(h.OtherPrimaries) > 0:
+		others := make([]string, 0, len(h.OtherPrimaries))
+		for _, o := range h.OtherPrimaries {
+			others = append(others, render.PodFromHost(o))
+		}
+		return false, sessionv1.ReasonMultiplePrimaries, fmt.Sprintf("%s reports role master besides the primary %s", strings.Join(others, ", "), s.Primary)
 	case s.ReadyReplicas < want:
 		return false, sessionv1.ReasonStoreNotReady, fmt.Sprintf("%d/%d Redis servers ready, primary %s", s.ReadyReplicas, want, s.Primary)
 	case s.SentinelsReady < sentinels:

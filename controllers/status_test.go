@@ -68,7 +68,7 @@ func readyStoreCluster(t *testing.T) string {
 	t.Helper()
 	ns := namespace(t)
 	key := types.NamespacedName{Namespace: ns, Name: "shop"}
-	observer.Set(key, store.Observation{PrimaryHost: fmt.Sprintf("shop-store-0.shop-store-headless.%s.svc.cluster.local", ns), SentinelsReachable: 3})
+	observer.Set(key, store.Observation{PrimaryHost: fmt.Sprintf("shop-store-0.shop-store-headless.%s.svc.cluster.local", ns), SentinelsReachable: 3, Health: store.Health{Agreeing: 3}})
 	create(t, storeCluster(ns))
 	waitChildren(t, ns, storeChildren())
 	runPods(t, ns)

@@ -422,7 +422,7 @@ func TestStatusFollowsTheStoreAndRecordsFailover(t *testing.T) {
 	host := func(i int) string {
 		return fmt.Sprintf("shop-store-%d.shop-store-headless.%s.svc.cluster.local", i, ns)
 	}
-	observer.Set(key, store.Observation{PrimaryHost: host(0), SentinelsReachable: 3, Keys: 42})
+	observer.Set(key, store.Observation{PrimaryHost: host(0), SentinelsReachable: 3, Health: store.Health{Agreeing: 3}, Keys: 42})
 	create(t, storeCluster(ns))
 	waitChildren(t, ns, storeChildren())
 	waitCondition(t, ns, "shop", sessionv1.ConditionStoreReady, metav1.ConditionFalse, sessionv1.ReasonStoreNotReady)
@@ -446,7 +446,7 @@ func TestStatusFollowsTheStoreAndRecordsFailover(t *testing.T) {
 	}
 
 	failovers := metricValue(t, "session_operator_failovers_total", map[string]string{"namespace": ns})
-	observer.Set(key, store.Observation{PrimaryHost: host(1), SentinelsReachable: 3, Keys: 42,
+	observer.Set(key, store.Observation{PrimaryHost: host(1), SentinelsReachable: 3, Health: store.Health{Agreeing: 3}, Keys: 42,
 		LastSwitch: &store.Switch{From: host(0), To: host(1), At: time.Now(), Duration: 6200 * time.Millisecond}})
 	poke(t, ns, "shop")
 	eventually(t, 10*time.Second, func() error {
@@ -469,7 +469,7 @@ func TestStatusFollowsTheStoreAndRecordsFailover(t *testing.T) {
 	}
 
 	// A Sentinel announcement wakes the controller without any Kubernetes event.
-	observer.Set(key, store.Observation{PrimaryHost: host(2), SentinelsReachable: 3, Keys: 42})
+	observer.Set(key, store.Observation{PrimaryHost: host(2), SentinelsReachable: 3, Health: store.Health{Agreeing: 3}, Keys: 42})
 	waker.Wake(key)
 	eventually(t, 10*time.Second, func() error {
 		if _, sc = condition(t, ns, "shop", sessionv1.ConditionReady); sc.Status.Store.Primary != "shop-store-2" {

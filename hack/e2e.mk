@@ -10,6 +10,9 @@
 #                                       # the chart still happen; other steps are skipped)
 #   E2E_RUN='TestE2E/store/(ready|day2)' make test-e2e  # the day-2 scenario alone (rollout,
 #                                       # scale 3-5-3, restart-all, grow-claims): e2e.json "day2"
+#   E2E_RUN='TestE2E/store/(ready|chaos)' make test-e2e  # status under chaos alone (primary
+#                                       # frozen, every Redis pod deleted, a failover while the
+#                                       # operator is scaled to 0): e2e.json chaos_* figures
 #
 # Writes bin/results/e2e.json; on a failure also bin/results/e2e-dump/ (events, pods, pod
 # and operator logs). The local cluster's daemons log to bin/cluster/logs.

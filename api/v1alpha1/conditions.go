@@ -4,7 +4,9 @@ package v1alpha1
 const (
 	// ConditionReady is True when everything the spec asks for is ready to serve users.
 	ConditionReady = "Ready"
-	// ConditionStoreReady is True when the store has a primary, its replicas and Sentinels.
+	// ConditionStoreReady is True when exactly one server is primary, every Sentinel that
+	// answers names it, it takes writes (the Sentinels do not see it down), and every
+	// server and Sentinel is ready.
 	ConditionStoreReady = "StoreReady"
 	// ConditionAppsReady is True when every app Deployment has its ready replicas.
 	ConditionAppsReady = "AppsReady"
@@ -27,8 +29,17 @@ const (
 	ReasonStoreNotReady = "StoreNotReady"
 	// ReasonSentinelsNotReady: fewer Sentinels are ready than the quorum needs.
 	ReasonSentinelsNotReady = "SentinelsNotReady"
-	// ReasonNoPrimary: no Sentinel names a primary.
+	// ReasonNoPrimary: no server takes writes as the primary: no Sentinel names one, or
+	// the one they name is down (most of them see it s_down or unreachable, or one reports
+	// it o_down, or it has not answered their pings for max(2s, downAfter/2)).
 	ReasonNoPrimary = "NoPrimary"
+	// ReasonSentinelsDisagree: the Sentinels that answered do not all name the same
+	// primary (a failover being announced, or a Sentinel that lost track of the store).
+	ReasonSentinelsDisagree = "SentinelsDisagree"
+	// ReasonMultiplePrimaries: a server other than the primary the Sentinels name reports
+	// role master (an old primary back after a freeze or a partition, before Sentinel
+	// turns it into a replica); clients that reach it may write where nobody reads.
+	ReasonMultiplePrimaries = "MultiplePrimaries"
 	// ReasonSentinelUnreachable: the operator could not ask any Sentinel.
 	ReasonSentinelUnreachable = "SentinelUnreachable"
 

@@ -35,6 +35,8 @@ type Observation struct {
 	LastSwitch *Switch
 	// Keys is the primary's DBSIZE, when it could be sampled (-1 otherwise).
 	Keys int64
+	// Health is whether the Sentinels agree on PrimaryHost and see it able to take writes.
+	Health Health
 }
 
 // Switch is one primary change announced by Sentinel (+switch-master).

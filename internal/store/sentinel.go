@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,7 +60,8 @@ type SentinelObserver struct {
 	// Timeout bounds one question to one server.
 	Timeout time.Duration
 	// Notify, when set, is called with the store's SessionCluster when its Sentinels
-	// announce a new primary (+switch-master), once per switch. It runs on a watcher
+	// announce a new primary (+switch-master), once per switch, and at every HealthEvents
+	// announcement about the store's servers, so its Health is assessed again at once. It runs on a watcher
 	// goroutine and must not block (a non-blocking send on a buffered channel, a
 	// workqueue Add).
 	Notify func(types.NamespacedName)
@@ -132,6 +134,9 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 	type answer struct {
 		addr string // primary host:port, empty when the Sentinel knows none
 		err  error
+		// SENTINEL MASTER and SENTINEL REPLICAS (see assessHealth); master nil when not answered.
+		master   map[string]string
+		replicas []map[string]string
 	}
 	answers := make([]answer, len(st.sentinels))
 	var wg sync.WaitGroup
@@ -149,6 +154,12 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 				answers[i] = answer{err: err}
 			case len(res) == 2:
 				answers[i] = answer{addr: net.JoinHostPort(res[0], res[1])}
+			}
+			if answers[i].err == nil {
+				if m, err := c.Master(qctx, t.MasterName).Result(); err == nil {
+					answers[i].master = m
+					answers[i].replicas, _ = c.Replicas(qctx, t.MasterName).Result()
+				}
 			}
 		}(i, st.clients[addr])
 	}
@@ -183,6 +194,18 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 	if primaryAddr != "" {
 		host, _, _ := net.SplitHostPort(primaryAddr)
 		obs.PrimaryHost = host
+	}
+	var masters []map[string]string
+	var replicas [][]map[string]string
+	for _, a := range answers {
+		if a.master != nil {
+			masters, replicas = append(masters, a.master), append(replicas, a.replicas)
+		}
+	}
+	obs.Health = assessHealth(obs.PrimaryHost, masters, replicas)
+	// A primary the Sentinels see down (frozen, gone) would only hold this answer for the
+	// whole Timeout.
+	if primaryAddr != "" && obs.Health.PrimaryDown == "" {
 		obs.Keys = o.dbsize(ctx, st, primaryAddr, t.Username, t.Password)
 	}
 
@@ -417,7 +440,7 @@ func (o *SentinelObserver) watchOne(ctx context.Context, st *storeState, addr st
 		_ = ps.Close()
 	}()
 	sctx, cancel := context.WithTimeout(ctx, o.timeout())
-	err = ps.Subscribe(sctx, chSwitchMaster, chSdown, chSdownClear, chOdown, chTryFailover)
+	err = ps.Subscribe(sctx, watchedChannels()...)
 	cancel()
 	if err != nil {
 		return false, err
@@ -504,6 +527,7 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 			o.Notify(st.key)
 		}
 	case chSdown, chOdown, chTryFailover, chSdownClear:
+		o.healthEvent(st, channel, f)
 		// master <master name> <host> <port> [...]
 		if len(f) < 4 || f[0] != "master" || f[1] != st.master {
 			return
@@ -534,7 +558,36 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 				delete(st.downSince, host)
 			}
 		}
+	default:
+		o.healthEvent(st, channel, f)
 	}
+}
+
+// healthEvent wakes the store's reconcile when a Sentinel announces something that changes
+// its Health (HealthEvents) about this store's primary or one of its servers:
+// "<type> <name> <host> <port> [@ <master name> <host> <port>]".
+func (o *SentinelObserver) healthEvent(st *storeState, channel string, f []string) {
+	if o.Notify == nil || !slices.Contains(HealthEvents, channel) || channel == chSwitchMaster {
+		return
+	}
+	ours := len(f) >= 2 && f[0] == "master" && f[1] == st.master
+	if i := slices.Index(f, "@"); i >= 0 && i+1 < len(f) && f[i+1] == st.master {
+		ours = true
+	}
+	if ours {
+		o.Notify(st.key)
+	}
+}
+
+// watchedChannels are the event channels the observer times failovers by, and HealthEvents.
+func watchedChannels() []string {
+	chs := []string{chSwitchMaster, chSdown, chSdownClear, chOdown, chTryFailover}
+	for _, c := range HealthEvents {
+		if !slices.Contains(chs, c) {
+			chs = append(chs, c)
+		}
+	}
+	return chs
 }
 
 // switchDuration is how long a failover took, from when the old primary stopped

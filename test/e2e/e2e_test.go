@@ -70,6 +70,9 @@ func TestE2E(t *testing.T) {
 		step(t, "store/no-zombies", testNoZombies)
 	}
 	if storeOK {
+		testChaos(t)
+	}
+	if storeOK {
 		testDay2(t)
 	}
 	step(t, "sticky/ready", testSticky)

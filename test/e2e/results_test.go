@@ -89,6 +89,7 @@ type results struct {
 
 	routingResults // routing_test.go
 	netpolResults  // netpol_test.go
+	chaosResults   // chaos_test.go
 }
 
 // failoverFacts is one primary loss as the clients and the status saw it.
@@ -121,7 +122,8 @@ func newResults() *results {
 	return &results{FailedSteps: []string{}, Failovers: []failoverFacts{}, Day2: []day2Case{}, UninstallLeftovers: []string{},
 		StepSeconds: map[string]float64{}, Date: time.Now().UTC().Format(time.RFC3339),
 		TomcatReplicated: -1, TomcatLostOnPodDelete: -1, TomcatOldPodsRestarted: -1, TomcatServedByNewPods: -1,
-		TomcatLostOnScaleIn: -1, TomcatScaleOutWriteErrors: -1}
+		TomcatLostOnScaleIn: -1, TomcatScaleOutWriteErrors: -1,
+		chaosResults: chaosResults{ChaosFreezeReadyFalseSeconds: -1, ChaosAllDeletedNoPrimarySeconds: -1, ChaosAllDeletedReadyFalseSeconds: -1}}
 }
 
 func (r *results) fail(step, _ string) {

@@ -64,7 +64,8 @@ type primaryIsFirst struct{}
 
 func (primaryIsFirst) Observe(_ context.Context, t store.Target) (store.Observation, error) {
 	n := render.Names{Cluster: t.Cluster.Name, Namespace: t.Cluster.Namespace, Domain: render.DefaultClusterDomain}
-	return store.Observation{PrimaryHost: n.StoreHosts(1)[0], SentinelsReachable: len(t.Sentinels), Keys: 0}, nil
+	return store.Observation{PrimaryHost: n.StoreHosts(1)[0], SentinelsReachable: len(t.Sentinels), Keys: 0,
+		Health: store.Health{Agreeing: len(t.Sentinels)}}, nil
 }
 
 // runManager is the manager process: the operator's own assembly with a fixed observer.
