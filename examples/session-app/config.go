@@ -50,9 +50,9 @@ type Config struct {
 	// RedisMode is "cluster" for a sharded store (Redis Cluster), else "" (Sentinel).
 	RedisMode    string
 	ClusterNodes []string // SESSION_REDIS_CLUSTER_NODES: every server, host:port
-	WaitReplicas   int
-	WaitTimeout    time.Duration
-	PadBytes       int
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	PadBytes     int
 
 	// Clustered (memberlist).
 	PeersDNS  string

@@ -26,7 +26,7 @@ func TestLoadConfig(t *testing.T) {
 			"SESSION_REDIS_SENTINEL_MASTER": "mymaster", "SESSION_REDIS_ADDR": "shop-store:6379",
 			"SESSION_REDIS_PASSWORD": " pw with spaces ", "SESSION_REDIS_WAIT_REPLICAS": "1",
 			"SESSION_REDIS_USERNAME": "app-web",
-			"PORT": "9090", "SESSION_COOKIE_NAME": "shop_sid", "POD_NAME": "web-abc",
+			"PORT":                   "9090", "SESSION_COOKIE_NAME": "shop_sid", "POD_NAME": "web-abc",
 		}, check: func(t *testing.T, c Config) {
 			if c.TTL != 45*time.Minute { // SESSION_TTL wins over SESSION_TTL_SECONDS
 				t.Errorf("TTL %s", c.TTL)
