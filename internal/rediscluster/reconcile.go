@@ -88,6 +88,22 @@ func (r *reconciler) pending(v *view) string {
 	if len(v.openMigrations()) > 0 {
 		return "migration open"
 	}
+	count := map[int]int{}
+	for _, id := range v.owners() {
+		m, ok := v.byID[id]
+		if !ok {
+			return "slots held by a server not in the spec"
+		}
+		count[r.shardOf(m.ordinal)]++
+	}
+	for s := 0; s < max(r.spec.Shards, len(count)); s++ {
+		if count[s] != r.target(s) {
+			return "wait to migrate slots"
+		}
+	}
+	if r.nodesNeeded(v) > r.wanted() {
+		return "wait to remove drained servers"
+	}
 	return ""
 }
 

@@ -86,7 +86,7 @@ func (r *reconciler) migrate(ctx context.Context) (bool, error) {
 			return did, nil
 		}
 		dstID := r.shardPrimary(recv)
-		if dstID == "" || !r.shardPlaced(recv, dstID) {
+		if dstID == "" || !r.shardPlaced(recv, dstID) || !r.replicasOnline(ctx, r.v.byID[dstID]) {
 			return did, nil // the receiving shard is not ready yet
 		}
 		srcSlots := held[donor]
@@ -116,6 +116,16 @@ func (r *reconciler) shardPlaced(s int, p string) bool {
 		}
 	}
 	return true
+}
+
+// replicasOnline: the primary streams to PerShard-1 replicas that finished their sync,
+// so clients' WAIT on the keys that move there is answered at once.
+func (r *reconciler) replicasOnline(ctx context.Context, p *member) bool {
+	info, err := p.client.Info(ctx, "replication").Result()
+	if err != nil {
+		return false
+	}
+	return strings.Count(info, "state=online") >= r.spec.PerShard-1
 }
 
 func moveOwnership(nodes map[string]*nodeInfo, slots []int, from, to string) {
