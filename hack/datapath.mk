@@ -9,7 +9,8 @@
 #                          # bin/results/datapath-cluster.json
 #   make bench-datapath    # session throughput and latency through the app beside
 #                          # redis-benchmark; bin/results/bench-datapath.json and the
-#                          # "Data path" section of docs/benchmarks.md
+#                          # "Data path" section of docs/benchmarks.md; the sharded store
+#                          # with 1 and 3 shards side by side: bench-datapath-sharded.json
 #
 # Needs root (the run maps the rendered host names to 127.0.0.x in /etc/hosts and restores
 # the file afterwards) and Debian's redis-server, redis-sentinel and redis-tools.
@@ -45,10 +46,10 @@ test-datapath: deps-redis ## Rendered store on real redis-server/redis-sentinel 
 	exit $$rc
 
 .PHONY: bench-datapath
-bench-datapath: deps-redis ## Session throughput and p50/p99 through the reference app beside redis-benchmark GET/SET (1 KB) on the same primary. Writes bin/results/bench-datapath.json and docs/benchmarks.md's "Data path" section.
-	@mkdir -p $(BIN)/results && rm -f $(BIN)/results/datapath.summary $(BIN)/results/bench-datapath.summary
+bench-datapath: deps-redis ## Session throughput and p50/p99 through the reference app beside redis-benchmark GET/SET (1 KB) on the same primary, and on a sharded store of 1 and 3 shards side by side. Writes bin/results/bench-datapath{,-sharded}.json and their docs/benchmarks.md sections.
+	@mkdir -p $(BIN)/results && rm -f $(BIN)/results/datapath.summary $(BIN)/results/bench-datapath.summary $(BIN)/results/bench-datapath-sharded.summary
 	@rc=0; DATAPATH_RESULTS_DIR=$(BIN)/results DATAPATH_BENCH_DOC=$(CURDIR)/docs/benchmarks.md \
-		$(GO) test -tags datapath ./test/datapath/ -run '^TestBenchDataPath$$' -count=1 -v -timeout $(DATAPATH_TIMEOUT) || rc=$$?; \
+		$(GO) test -tags datapath ./test/datapath/ -run '^(TestBenchDataPath|TestBenchSharded)$$' -count=1 -v -timeout $(DATAPATH_TIMEOUT) || rc=$$?; \
 	$(datapath_hosts_cleanup); \
-	cat $(BIN)/results/bench-datapath.summary 2>/dev/null || true; \
+	cat $(BIN)/results/bench-datapath.summary $(BIN)/results/bench-datapath-sharded.summary 2>/dev/null || true; \
 	exit $$rc
