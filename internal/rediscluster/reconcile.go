@@ -22,6 +22,9 @@ func (r *reconciler) shardOf(ordinal int) int { return ordinal / r.spec.PerShard
 // Every step is conditional on what the cluster reports, so a second call after a
 // successful one finds less to do, and a healthy cluster gets no command that writes.
 func (r *reconciler) run(ctx context.Context) (string, error) {
+	if len(r.spec.Nodes) < r.spec.Shards*r.spec.PerShard {
+		return "", nil // the StatefulSet grows first; pending() says so
+	}
 	// Changes wait until every server that must exist answers: a server that is down is the
 	// cluster's own failover's business, and a plan made without it could forget it.
 	for _, m := range r.v.members[:max(r.wanted(), r.nodesNeeded(r.v))] {
@@ -61,6 +64,9 @@ func (r *reconciler) run(ctx context.Context) (string, error) {
 // pending names what the cluster still lacks when this call changed nothing: a server
 // that did not answer, gossip still spreading, or a failover under way.
 func (r *reconciler) pending(v *view) string {
+	if n := r.spec.Shards * r.spec.PerShard; len(r.spec.Nodes) < n {
+		return fmt.Sprintf("wait for %d servers (%d listed)", n, len(r.spec.Nodes))
+	}
 	for _, m := range v.members[:max(r.wanted(), r.nodesNeeded(v))] {
 		if m.err != nil {
 			return "wait for " + m.addr
@@ -87,6 +93,19 @@ func (r *reconciler) pending(v *view) string {
 	}
 	if len(v.openMigrations()) > 0 {
 		return "migration open"
+	}
+	// Every wanted shard has a primary and the others replicate it, as the cluster at
+	// large (the authority) sees it, not only the replica itself.
+	for s := 0; s < r.spec.Shards; s++ {
+		p := r.shardPrimary(s)
+		if p == "" {
+			return fmt.Sprintf("wait for a primary in shard %d", s)
+		}
+		for _, m := range v.members[s*r.spec.PerShard : (s+1)*r.spec.PerShard] {
+			if n := a.nodes[m.id]; m.id != p && (n == nil || n.MasterID != p) {
+				return fmt.Sprintf("wait for %s to replicate shard %d", m.addr, s)
+			}
+		}
 	}
 	count := map[int]int{}
 	for _, id := range v.owners() {

@@ -75,7 +75,13 @@ var (
 // drained shard's nodes (CLUSTER RESET on them, CLUSTER FORGET everywhere).
 // It may be called repeatedly while it works (every few seconds, by one caller at a time per
 // store) and must be safe to call on a healthy cluster (no writes, no changes).
-func Reconcile(ctx context.Context, spec Spec, auth Auth) (State, error) {
+func Reconcile(ctx context.Context, spec Spec, auth Auth) (st State, err error) {
+	defer func() {
+		// A reply this code did not expect must not take the operator down.
+		if p := recover(); p != nil {
+			st, err = State{Busy: true}, fmt.Errorf("redis cluster: unexpected state: %v", p)
+		}
+	}()
 	if err := spec.validate(); err != nil {
 		return State{}, err
 	}
@@ -83,11 +89,11 @@ func Reconcile(ctx context.Context, spec Spec, auth Auth) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	defer v.close()
+	defer func() { v.close() }()
 	r := &reconciler{spec: spec, auth: auth, v: v}
 	step, err := r.run(ctx)
 	if err != nil {
-		st := v.state(spec.PerShard)
+		st = v.state(spec.PerShard)
 		st.Busy, st.Step = true, step
 		return st, fmt.Errorf("redis cluster: %s: %w", step, err)
 	}
@@ -97,9 +103,9 @@ func Reconcile(ctx context.Context, spec Spec, auth Auth) (State, error) {
 		if v, err = gather(ctx, spec.Nodes, auth); err != nil {
 			return State{}, err
 		}
-		defer v.close()
+		r.v = v
 	}
-	st := v.state(spec.PerShard)
+	st = v.state(spec.PerShard)
 	st.NodesNeeded = r.nodesNeeded(v)
 	if step == "" {
 		step = r.pending(v)
@@ -110,7 +116,12 @@ func Reconcile(ctx context.Context, spec Spec, auth Auth) (State, error) {
 }
 
 // Observe reads State without changing anything.
-func Observe(ctx context.Context, nodes []string, auth Auth) (State, error) {
+func Observe(ctx context.Context, nodes []string, auth Auth) (st State, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			st, err = State{Busy: true}, fmt.Errorf("redis cluster: unexpected state: %v", p)
+		}
+	}()
 	if len(nodes) == 0 {
 		return State{}, errors.New("redis cluster: no nodes to observe")
 	}
@@ -119,7 +130,7 @@ func Observe(ctx context.Context, nodes []string, auth Auth) (State, error) {
 		return State{}, err
 	}
 	defer v.close()
-	st := v.state(0)
+	st = v.state(0)
 	st.NodesNeeded = v.membersNeeded()
 	if p := v.openMigrations(); len(p) > 0 || st.SlotsCovered != Slots || len(st.Unreachable) > 0 {
 		st.Busy = true

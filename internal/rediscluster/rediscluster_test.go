@@ -104,6 +104,17 @@ func TestLifecycle(t *testing.T) {
 	ss := startServers(t, 8)
 	spec := Spec{Nodes: addrs(ss[:6]), Shards: 3, PerShard: 2}
 
+	// Fewer servers than the shards need (the StatefulSet still growing): wait, touch nothing.
+	if st, err := Reconcile(context.Background(), Spec{Nodes: addrs(ss[:4]), Shards: 3, PerShard: 2}, testAuth); err != nil || !st.Busy || !strings.HasPrefix(st.Step, "wait for 6 servers") {
+		t.Fatalf("with 4 of 6 servers: %+v %v", st, err)
+	}
+	if n := commandCalls(t, ss[:4]); n != 0 {
+		t.Fatalf("with 4 of 6 servers: %d cluster commands sent", n)
+	}
+	if _, err := Reconcile(context.Background(), Spec{Nodes: []string{ss[0].addr(), ss[0].addr()}, Shards: 3, PerShard: 1}, testAuth); err == nil {
+		t.Fatal("a node listed twice was accepted")
+	}
+
 	start := time.Now()
 	st, calls := converge(t, spec, 60*time.Second)
 	checkShards(t, st, 3, 2)
