@@ -142,15 +142,14 @@ func (r *reconciler) nodesNeeded(v *view) int {
 	return min(need, len(v.members))
 }
 
-// meet introduces every wanted server the cluster does not know yet to the authority.
-// CLUSTER MEET takes an IP, so a host name is resolved first.
+// meet introduces every wanted server the cluster does not know yet to the authority, and
+// tells every server the new address of a known one that came back elsewhere (the cluster
+// bus dials addresses, not names, so servers that all moved at once would not find each
+// other again). CLUSTER MEET takes an IP, so a host name is resolved first.
 func (r *reconciler) meet(ctx context.Context) (bool, error) {
 	a := r.v.authority()
 	did := false
 	for _, m := range r.v.members[:r.wanted()] {
-		if m == a || (a.nodes[m.id] != nil && m.nodes[a.id] != nil) {
-			continue
-		}
 		host, port, err := net.SplitHostPort(m.addr)
 		if err != nil {
 			return false, fmt.Errorf("node %s: %w", m.addr, err)
@@ -159,10 +158,29 @@ func (r *reconciler) meet(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if err := a.client.Do(ctx, "cluster", "meet", ip, port).Err(); err != nil {
-			return false, fmt.Errorf("CLUSTER MEET %s on %s: %w", m.addr, a.addr, err)
+		meet := func(from *member) error {
+			if err := from.client.Do(ctx, "cluster", "meet", ip, port).Err(); err != nil {
+				return fmt.Errorf("CLUSTER MEET %s on %s: %w", m.addr, from.addr, err)
+			}
+			did = true
+			return nil
 		}
-		did = true
+		if m != a && (a.nodes[m.id] == nil || m.nodes[a.id] == nil) {
+			if err := meet(a); err != nil {
+				return false, err
+			}
+			continue
+		}
+		for _, o := range r.v.members[:r.wanted()] {
+			if o == m {
+				continue
+			}
+			if n := o.nodes[m.id]; n != nil && n.Addr != net.JoinHostPort(ip, port) && !n.Flags["handshake"] {
+				if err := meet(o); err != nil {
+					return false, err
+				}
+			}
+		}
 	}
 	return did, nil
 }

@@ -143,7 +143,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	cc := clusterClient(ss[:6])
-	defer cc.Close()
+	defer func() { cc.Close() }()
 	const keys = 3000
 	writeKeys(t, cc, keys)
 
@@ -204,6 +204,29 @@ func TestLifecycle(t *testing.T) {
 			t.Fatalf("shard 1 %+v does not have %s", st.Shards[1], ss[3].addr())
 		}
 		checkKeys(t, cc, keys)
+	})
+
+	t.Run("every server back on a new port", func(t *testing.T) {
+		ids := map[int]string{}
+		for i, s := range ss[:6] {
+			ids[i] = myID(t, s)
+			s.kill()
+		}
+		for i, s := range ss[:6] {
+			ss[i] = startServer(top, s.dir, freePort(t))
+		}
+		spec := Spec{Nodes: addrs(ss[:6]), Shards: 3, PerShard: 2}
+		st, calls := converge(t, spec, 60*time.Second)
+		checkShards(t, st, 3, 2)
+		for i, s := range ss[:6] {
+			if got := myID(t, s); got != ids[i] {
+				t.Fatalf("ordinal %d: node ID %s, was %s", i, got, ids[i])
+			}
+		}
+		t.Logf("all back on new ports: %d calls", calls)
+		cc.Close()
+		cc = clusterClient(ss[:6])
+		writeKeys(t, cc, keys) // memory-only servers: the data went with them
 	})
 
 	t.Run("replaced by an empty server", func(t *testing.T) {
