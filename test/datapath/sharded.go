@@ -140,6 +140,8 @@ func (s *shardedStore) startServer(srv *shardedServer, port int) {
 		"cluster-enabled yes", "cluster-config-file nodes.conf",
 		"cluster-node-timeout " + strconv.FormatInt(s.nodeTimeout.Milliseconds(), 10),
 		"cluster-announce-ip 127.0.0.1",
+		// A shard that fails over must not stop the others (the default stops every write).
+		"cluster-require-full-coverage no",
 		`save ""`, "appendonly no",
 		"masteruser " + render.UserReplication, "masterauth \"replication pw\"",
 		"repl-diskless-sync yes", "repl-diskless-sync-delay 0",

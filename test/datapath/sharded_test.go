@@ -219,6 +219,18 @@ func TestClusterDataPath(t *testing.T) {
 		w.halt()
 		info, err := s.role(victim)
 		must(t, err)
+		other := 0
+		l.mu.Lock()
+		for _, e := range l.events {
+			if e.Op == "bump" && !e.OK && !onVictim[e.ID] {
+				other++
+			}
+		}
+		l.mu.Unlock()
+		c.Detail["failed_writes_other_shards"] = other
+		if other > 0 {
+			t.Errorf("%d writes to the other shards failed while one shard failed over", other)
+		}
 		c.Detail["killed"] = victim.addr()
 		c.Detail["sessions_on_killed_shard"] = len(onVictim)
 		c.Detail["rejoined_role"] = info["role"]
