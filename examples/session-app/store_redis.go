@@ -205,7 +205,12 @@ func (s *redisStore) Get(ctx context.Context, id string) (Session, error) {
 
 // Ready pings the primary through the same client the handlers use; for the
 // FailoverClient that means Sentinel answered and named a reachable primary.
+// In cluster mode it is ready when any shard's primary answers: one shard failing over
+// must not take every app pod out of its Service (the other shards still serve).
 func (s *redisStore) Ready(ctx context.Context) error {
+	if s.cluster != nil {
+		return s.cluster.ready(ctx)
+	}
 	return s.rdb.Ping(ctx).Err()
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -142,4 +143,28 @@ func notApplied(err error) bool {
 		return true
 	}
 	return strings.Contains(err.Error(), "connection refused")
+}
+
+// ready: some primary of the cluster answers PING.
+func (w *clusterWriter) ready(ctx context.Context) error {
+	var ok atomic.Int32
+	var firstErr atomic.Value
+	err := w.cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		if err := c.Ping(ctx).Err(); err != nil {
+			firstErr.CompareAndSwap(nil, err)
+			return nil
+		}
+		ok.Add(1)
+		return nil
+	})
+	switch {
+	case ok.Load() > 0:
+		return nil
+	case err != nil:
+		return err
+	case firstErr.Load() != nil:
+		return firstErr.Load().(error)
+	default:
+		return errors.New("cluster: no primary known")
+	}
 }

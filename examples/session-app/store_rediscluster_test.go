@@ -264,4 +264,14 @@ func TestRedisClusterStore(t *testing.T) {
 			t.Fatalf("session %s: %d %d, want 200 1", other, code, v)
 		}
 	}
+
+	// One shard's primary dies: the app stays ready (the other shards serve).
+	for _, p := range procs {
+		if p.Addr == dstAddr {
+			p.kill()
+		}
+	}
+	if code, _ := ta.call(t, http.MethodGet, "/readyz", ""); code != http.StatusOK {
+		t.Fatalf("/readyz with one primary down: %d, want 200", code)
+	}
 }
