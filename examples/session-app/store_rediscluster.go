@@ -123,7 +123,7 @@ func (w *clusterWriter) wait(ctx context.Context, backoff *time.Duration) bool {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d+100*time.Millisecond {
 		return false
 	}
-	*backoff = min(2**backoff, 500*time.Millisecond)
+	*backoff = min(2**backoff, 200*time.Millisecond)
 	select {
 	case <-ctx.Done():
 		return false

@@ -27,7 +27,7 @@ import (
 // bus on port+10000), so no host name is mapped.
 
 const (
-	shardedPerShard = 2 // store.replicas: a primary and one replica per shard
+	shardedPerShard = 3 // store.replicas (its default): a primary and two replicas per shard
 	shardedAppName  = "web"
 )
 

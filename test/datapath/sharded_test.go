@@ -45,14 +45,18 @@ type clusterCase struct {
 }
 
 type clusterResults struct {
-	Started                   time.Time     `json:"started"`
-	Seconds                   float64       `json:"seconds"`
-	RedisVersion              string        `json:"redis_version"`
-	ClusterNodeTimeoutSeconds float64       `json:"cluster_node_timeout_seconds"`
-	PerShard                  int           `json:"servers_per_shard"`
-	AppInstances              int           `json:"app_instances"`
-	WriterClients             int           `json:"writer_clients"`
-	Cases                     []clusterCase `json:"cases"`
+	Started                   time.Time `json:"started"`
+	Seconds                   float64   `json:"seconds"`
+	RedisVersion              string    `json:"redis_version"`
+	ClusterNodeTimeoutSeconds float64   `json:"cluster_node_timeout_seconds"`
+	PerShard                  int       `json:"servers_per_shard"`
+	AppInstances              int       `json:"app_instances"`
+	WriterClients             int       `json:"writer_clients"`
+	// Load average (1, 5, 15 min) before and after: the machine may be shared, and Redis
+	// Cluster's failure detection runs on timers and gossip that a loaded machine delays.
+	LoadBefore string        `json:"load_average_before"`
+	LoadAfter  string        `json:"load_average_after"`
+	Cases      []clusterCase `json:"cases"`
 }
 
 // firstOKAfterOf is the end of the first successful bump of one of ids that started at or
@@ -112,18 +116,18 @@ func TestClusterDataPath(t *testing.T) {
 	started := time.Now()
 	nodeTimeout := durationEnv(t, "DATAPATH_CLUSTER_NODE_TIMEOUT", 3*time.Second)
 	res := &clusterResults{Started: started.UTC(), RedisVersion: redisVersion(), ClusterNodeTimeoutSeconds: nodeTimeout.Seconds(),
-		PerShard: shardedPerShard, AppInstances: 2, WriterClients: shardedWriters}
+		PerShard: shardedPerShard, AppInstances: 2, WriterClients: shardedWriters, LoadBefore: loadAverage()}
 	defer func() { writeClusterResults(t, res, started) }()
 
 	s := newShardedStore(t, nodeTimeout)
 	for range 3 * shardedPerShard {
 		s.addServer()
 	}
-	spec := rediscluster.Spec{Nodes: s.nodes(6), Shards: 3, PerShard: shardedPerShard}
+	spec := rediscluster.Spec{Nodes: s.nodes(3 * shardedPerShard), Shards: 3, PerShard: shardedPerShard}
 	t0 := time.Now()
 	st, calls := s.reconcile(spec, 200*time.Millisecond, 60*time.Second)
 	t.Logf("bootstrap: %d calls, %s, %d shards, %d slots", calls, time.Since(t0).Round(time.Millisecond), len(st.Shards), st.SlotsCovered)
-	s.startApps(2, s.nodes(6))
+	s.startApps(2, s.nodes(3*shardedPerShard))
 
 	run := func(name string, f func(t *testing.T, l *ledger, c *clusterCase)) {
 		c := clusterCase{Name: name, Detail: map[string]any{}}
@@ -179,7 +183,7 @@ func TestClusterDataPath(t *testing.T) {
 		// Once a replica is promoted, the old primary comes back (same port, same
 		// nodes.conf, no data) and must rejoin as a replica of it under the same node ID;
 		// until then its shard has no replica to acknowledge WAIT 1.
-		survivor := s.servers[(victim.ordinal+2)%len(s.servers)]
+		survivor := s.servers[(victim.ordinal+shardedPerShard)%len(s.servers)]
 		if err := waitFor(limit+20*time.Second, func() bool {
 			c := s.client(survivor)
 			defer c.Close()
@@ -275,7 +279,7 @@ func TestClusterDataPath(t *testing.T) {
 		killed := time.Now()
 		victim.proc.kill(syscall.SIGKILL)
 		s.startServer(victim, clusterPort(t)) // a new pod: a new address, the same volume
-		st, calls := s.reconcile(rediscluster.Spec{Nodes: s.nodes(6), Shards: 3, PerShard: shardedPerShard}, shardedInterval, 60*time.Second)
+		st, calls := s.reconcile(rediscluster.Spec{Nodes: s.nodes(3 * shardedPerShard), Shards: 3, PerShard: shardedPerShard}, shardedInterval, 60*time.Second)
 		limit := nodeTimeout + 3*time.Second
 		c.WriteGapLimitSeconds = limit.Seconds()
 		var back time.Time
@@ -313,10 +317,11 @@ func TestClusterDataPath(t *testing.T) {
 		w := startWriters(l, ids, s.appURLs(), shardedWriters, shardedPause)
 		time.Sleep(time.Second)
 		from := time.Now()
-		s.addServer() // the StatefulSet grows first
-		s.addServer()
+		for range shardedPerShard { // the StatefulSet grows first
+			s.addServer()
+		}
 		grow := time.Now()
-		st, calls := s.reconcile(rediscluster.Spec{Nodes: s.nodes(8), Shards: 4, PerShard: shardedPerShard}, shardedInterval, 120*time.Second)
+		st, calls := s.reconcile(rediscluster.Spec{Nodes: s.nodes(4 * shardedPerShard), Shards: 4, PerShard: shardedPerShard}, shardedInterval, 120*time.Second)
 		c.Detail["grow_seconds"], c.Detail["grow_calls"] = time.Since(grow).Seconds(), calls
 		c.Detail["shards_after_grow"] = st.Shards
 		if len(st.Shards) != 4 || st.SlotsCovered != rediscluster.Slots {
@@ -324,18 +329,19 @@ func TestClusterDataPath(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		shrink := time.Now()
-		st, calls = s.reconcile(rediscluster.Spec{Nodes: s.nodes(8), Shards: 3, PerShard: shardedPerShard}, shardedInterval, 120*time.Second)
+		st, calls = s.reconcile(rediscluster.Spec{Nodes: s.nodes(4 * shardedPerShard), Shards: 3, PerShard: shardedPerShard}, shardedInterval, 120*time.Second)
 		c.Detail["shrink_seconds"], c.Detail["shrink_calls"] = time.Since(shrink).Seconds(), calls
 		c.Detail["nodes_needed_after_shrink"] = st.NodesNeeded
-		if st.NodesNeeded != 6 {
-			t.Errorf("nodesNeeded %d after draining, want 6", st.NodesNeeded)
+		c.Detail["servers_before_shrink"] = len(s.servers)
+		if st.NodesNeeded != 3*shardedPerShard {
+			t.Errorf("nodesNeeded %d after draining, want %d", st.NodesNeeded, 3*shardedPerShard)
 		}
 		// The StatefulSet shrinks; the cluster must not miss the two servers.
-		for _, srv := range s.servers[6:] {
+		for _, srv := range s.servers[3*shardedPerShard:] {
 			srv.proc.kill(syscall.SIGKILL)
 		}
-		s.servers = s.servers[:6]
-		st, _ = s.reconcile(rediscluster.Spec{Nodes: s.nodes(6), Shards: 3, PerShard: shardedPerShard}, shardedInterval, 60*time.Second)
+		s.servers = s.servers[:3*shardedPerShard]
+		st, _ = s.reconcile(rediscluster.Spec{Nodes: s.nodes(3 * shardedPerShard), Shards: 3, PerShard: shardedPerShard}, shardedInterval, 60*time.Second)
 		time.Sleep(time.Second)
 		to := time.Now()
 		w.halt()
@@ -354,12 +360,13 @@ func TestClusterDataPath(t *testing.T) {
 
 func writeClusterResults(t *testing.T, res *clusterResults, started time.Time) {
 	res.Seconds = time.Since(started).Seconds()
+	res.LoadAfter = loadAverage()
 	dir := resultsDir(t)
 	raw, err := json.MarshalIndent(res, "", "  ")
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(dir, "datapath-cluster.json"), append(raw, '\n'), 0o644))
 	var b strings.Builder
-	fmt.Fprintf(&b, "datapath-cluster (%.0fs, cluster-node-timeout %.0fs):", res.Seconds, res.ClusterNodeTimeoutSeconds)
+	fmt.Fprintf(&b, "datapath-cluster (%.0fs, cluster-node-timeout %.0fs, load %s):", res.Seconds, res.ClusterNodeTimeoutSeconds, res.LoadBefore)
 	for _, c := range res.Cases {
 		fmt.Fprintf(&b, " | %s: acked %d lost %d failed %d gap %.2fs", c.Name, c.AcknowledgedWrites, c.AcknowledgedLost, c.FailedWrites, c.WriteGapSeconds)
 	}
