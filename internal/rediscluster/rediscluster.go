@@ -1,6 +1,22 @@
 // Package rediscluster runs a Redis Cluster toward the topology the operator wants:
 // it meets servers, assigns slots, places replicas, forgets servers that are gone, and
 // moves slots live when the shard count changes. Pure Go on go-redis; no Kubernetes.
+//
+// How a caller drives it (the controller, and test/datapath the same way):
+//
+//   - Spec.Nodes lists every ordinal of the StatefulSet that exists, ready or not, in
+//     order; their names must resolve (a headless Service with publishNotReadyAddresses),
+//     since CLUSTER MEET takes an IP.
+//   - Call Reconcile again about every second while State.Busy, else on the usual
+//     requeue. One call moves at most MigrateBudget (3 s) of slots plus one batch, so a
+//     context of 30 s is ample. State.Step says what it did or waits for.
+//   - While any of the ordinals it needs does not answer, it changes nothing (Busy, Step
+//     "wait for <addr>"): a server that is down is Redis Cluster's failover's business.
+//   - Fewer Nodes than Shards*PerShard: it waits; grow the StatefulSet first. To shrink,
+//     keep the StatefulSet at max(Shards*PerShard, State.NodesNeeded) and lower it once
+//     NodesNeeded has dropped (the drained servers have been reset and forgotten).
+//   - The operator's user needs every command (CLUSTER, MIGRATE with AUTH2 towards the
+//     other servers, INFO); its password never appears in an error.
 package rediscluster
 
 import (

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -146,6 +147,65 @@ func TestLifecycle(t *testing.T) {
 	defer func() { cc.Close() }()
 	const keys = 3000
 	writeKeys(t, cc, keys)
+
+	t.Run("finish a migration left open", func(t *testing.T) {
+		// A call that stopped mid-slot (the operator restarted): the slot is IMPORTING on
+		// one primary and MIGRATING on the other, one of its keys already moved.
+		ctx := context.Background()
+		extra := []string{"{session:1}a", "{session:1}b"}
+		for _, k := range extra {
+			if err := cc.Set(ctx, k, k, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		slot, err := cc.ClusterKeySlot(ctx, "session:1").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner, err := cc.MasterForKey(ctx, "session:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var src, dst *server
+		for _, s := range ss[:6] {
+			if s.addr() == owner.Options().Addr {
+				src = s
+			}
+		}
+		for _, s := range []*server{ss[0], ss[2], ss[4]} {
+			if s != src && dst == nil {
+				dst = s
+			}
+		}
+		if src == nil || dst == nil || src == dst {
+			t.Fatalf("owner %s: no source/destination pair", owner.Options().Addr)
+		}
+		sc, dc := newClient(src.addr(), testAuth), newClient(dst.addr(), testAuth)
+		defer sc.Close()
+		defer dc.Close()
+		if err := dc.Do(ctx, "cluster", "setslot", slot, "importing", myID(t, src)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := sc.Do(ctx, "cluster", "setslot", slot, "migrating", myID(t, dst)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		host, port, _ := net.SplitHostPort(dst.addr())
+		if err := sc.Do(ctx, "migrate", host, port, "", 0, 5000, "auth2", testAuth.Username, testAuth.Password, "keys", extra[0]).Err(); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := converge(t, spec, 60*time.Second)
+		checkShards(t, st, 3, 2)
+		obs, err := Observe(ctx, spec.Nodes, testAuth)
+		if err != nil || obs.Busy {
+			t.Fatalf("after finishing: %+v %v", obs, err)
+		}
+		checkKeys(t, cc, keys)
+		for _, k := range extra {
+			if v, err := cc.Get(ctx, k).Result(); err != nil || v != k {
+				t.Fatalf("%s = %q, %v", k, v, err)
+			}
+		}
+	})
 
 	t.Run("grow to 4 shards", func(t *testing.T) {
 		spec := Spec{Nodes: addrs(ss), Shards: 4, PerShard: 2}
