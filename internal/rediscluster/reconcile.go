@@ -175,7 +175,9 @@ func (r *reconciler) meet(ctx context.Context) (bool, error) {
 			if o == m {
 				continue
 			}
-			if n := o.nodes[m.id]; n != nil && n.Addr != net.JoinHostPort(ip, port) && !n.Flags["handshake"] {
+			// Only where o cannot reach m: a working link means the address works.
+			if n := o.nodes[m.id]; n != nil && n.Addr != net.JoinHostPort(ip, port) && !n.Flags["handshake"] &&
+				(n.failing() || !n.Connected) {
 				if err := meet(o); err != nil {
 					return false, err
 				}
@@ -192,6 +194,11 @@ func resolve(ctx context.Context, host string) (string, error) {
 	ips, err := net.DefaultResolver.LookupHost(ctx, host)
 	if err != nil || len(ips) == 0 {
 		return "", fmt.Errorf("resolving %s: %v", host, err)
+	}
+	for _, ip := range ips {
+		if p := net.ParseIP(ip); p != nil && p.To4() != nil {
+			return ip, nil // the address family a single-stack cluster uses
+		}
 	}
 	return ips[0], nil
 }
@@ -266,7 +273,18 @@ func (r *reconciler) placeReplicas(ctx context.Context) (bool, error) {
 		lo, hi := s*r.spec.PerShard, min((s+1)*r.spec.PerShard, len(r.v.members))
 		for _, m := range r.v.members[lo:hi] {
 			self := m.self()
-			if m.id == p || self.MasterID == p {
+			if m.id == p {
+				continue
+			}
+			if self.MasterID == p {
+				// Placed, but replicating an address the primary left (every server came
+				// back elsewhere at once): point it at the primary again.
+				if n := m.nodes[p]; n != nil && !m.linkUp && m.replicaOf != "" && n.Addr != m.replicaOf && n.Connected && !n.failing() {
+					if err := m.client.Do(ctx, "cluster", "replicate", p).Err(); err != nil {
+						return false, fmt.Errorf("CLUSTER REPLICATE %s on %s: %w", r.v.addrOf(p), m.addr, err)
+					}
+					did = true
+				}
 				continue
 			}
 			if self.primary() && self.slotCount() > 0 {

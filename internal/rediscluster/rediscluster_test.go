@@ -284,9 +284,58 @@ func TestLifecycle(t *testing.T) {
 			}
 		}
 		t.Logf("all back on new ports: %d calls", calls)
+		// Every replica streams from its primary again (its link follows the new address).
+		deadline := time.Now().Add(30 * time.Second)
+		for _, s := range []*server{ss[1], ss[3], ss[5]} {
+			for {
+				c := newClient(s.addr(), testAuth)
+				info, _ := c.Info(context.Background(), "replication").Result()
+				c.Close()
+				if strings.Contains(info, "master_link_status:up") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: replication link not up:\n%s", s.addr(), info)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
 		cc.Close()
 		cc = clusterClient(ss[:6])
 		writeKeys(t, cc, keys) // memory-only servers: the data went with them
+	})
+
+	t.Run("after a failover", func(t *testing.T) {
+		// Shard 0's primary dies; Redis Cluster promotes its replica; it comes back as a
+		// replica. Reconcile leaves that as it is (any member may lead its shard) and a
+		// further call on the healthy cluster changes nothing.
+		old := ss[0]
+		old.kill()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			obs, _ := Observe(context.Background(), addrs(ss[1:6]), testAuth)
+			if len(obs.Shards) > 0 && obs.Shards[0].Primary == ss[1].addr() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no failover: %+v", obs)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		ss[0] = startServer(top, old.dir, old.port)
+		spec := Spec{Nodes: addrs(ss[:6]), Shards: 3, PerShard: 2}
+		st, _ := converge(t, spec, 60*time.Second)
+		checkShards(t, st, 3, 2)
+		if st.Shards[0].Primary != ss[1].addr() || st.Shards[0].Replicas[0] != ss[0].addr() {
+			t.Fatalf("shard 0 after the failover: %+v", st.Shards[0])
+		}
+		before := commandCalls(t, ss[:6])
+		if st, err := Reconcile(context.Background(), spec, testAuth); err != nil || st.Busy {
+			t.Fatalf("no-op call after the failover: %+v %v", st, err)
+		}
+		if after := commandCalls(t, ss[:6]); after != before {
+			t.Fatalf("a call on a healthy cluster after a failover changed it: %d cluster commands, was %d", after, before)
+		}
 	})
 
 	t.Run("replaced by an empty server", func(t *testing.T) {

@@ -23,6 +23,8 @@ type nodeInfo struct {
 	Hostname string // announced hostname, "" when none
 	Flags    map[string]bool
 	MasterID string // "" for a primary
+	// Connected: the bus link to it is up (as the reporting node sees it).
+	Connected bool
 	Slots    []slotRange
 	// Migrating maps slot -> destination node ID; Importing slot -> source node ID
 	// (only on the myself line).
@@ -53,6 +55,10 @@ type member struct {
 	nodes   map[string]*nodeInfo // its CLUSTER NODES by ID
 	stateOK bool                 // cluster_state:ok
 	keys    int64                // DBSIZE
+	// replicaOf is where a replica's replication link points (master_host:master_port),
+	// linkUp whether it is up.
+	replicaOf string
+	linkUp    bool
 }
 
 func (m *member) self() *nodeInfo {
@@ -112,6 +118,7 @@ func (m *member) load(ctx context.Context) error {
 	nodes := pipe.ClusterNodes(cctx)
 	info := pipe.ClusterInfo(cctx)
 	size := pipe.DBSize(cctx)
+	repl := pipe.Info(cctx, "replication")
 	if _, err := pipe.Exec(cctx); err != nil {
 		return fmt.Errorf("%s: %w", m.addr, err)
 	}
@@ -125,6 +132,16 @@ func (m *member) load(ctx context.Context) error {
 	}
 	m.stateOK = strings.Contains(info.Val(), "cluster_state:ok")
 	m.keys = size.Val()
+	kv := map[string]string{}
+	for _, line := range strings.Split(repl.Val(), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			kv[k] = v
+		}
+	}
+	if kv["role"] == "slave" {
+		m.replicaOf = net.JoinHostPort(kv["master_host"], kv["master_port"])
+		m.linkUp = kv["master_link_status"] == "up"
+	}
 	return nil
 }
 
@@ -166,6 +183,7 @@ func parseNodes(s string) (map[string]*nodeInfo, error) {
 		if f[3] != "-" {
 			n.MasterID = f[3]
 		}
+		n.Connected = f[7] == "connected"
 		for _, sl := range f[8:] {
 			if strings.HasPrefix(sl, "[") {
 				body := strings.Trim(sl, "[]")

@@ -23,6 +23,9 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 10.0.0.6:6379@16379 master - 0 14262383
 		t.Fatalf("second node %+v", b)
 	}
 	c := nodes["292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f"]
+	if !a.Connected || c.Connected {
+		t.Fatalf("link states %v %v", a.Connected, c.Connected)
+	}
 	if c.MasterID != a.ID || !c.failing() || c.primary() {
 		t.Fatalf("third node %+v", c)
 	}
