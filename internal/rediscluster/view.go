@@ -25,7 +25,7 @@ type nodeInfo struct {
 	MasterID string // "" for a primary
 	// Connected: the bus link to it is up (as the reporting node sees it).
 	Connected bool
-	Slots    []slotRange
+	Slots     []slotRange
 	// Migrating maps slot -> destination node ID; Importing slot -> source node ID
 	// (only on the myself line).
 	Migrating map[int]string
