@@ -305,7 +305,8 @@ func (r *reconciler) placeReplicas(ctx context.Context) (bool, error) {
 // forgetGone removes node IDs that no Spec server has (every Spec server answered, so
 // the ID is not one of them) and that hold no slots: a server gone for good, or the old
 // identity of one that came back empty. CLUSTER FORGET goes to every server (the ban
-// lasts 60 s, so gossip does not bring the ID back).
+// lasts 60 s, so gossip does not bring the ID back). A node still in handshake (a MEET
+// under way; its ID is a placeholder) is left alone.
 func (r *reconciler) forgetGone(ctx context.Context) (bool, error) {
 	for _, m := range r.v.members {
 		if m.err != nil {
@@ -315,7 +316,7 @@ func (r *reconciler) forgetGone(ctx context.Context) (bool, error) {
 	gone := map[string]bool{}
 	for _, m := range r.v.members {
 		for id, n := range m.nodes {
-			if _, ours := r.v.byID[id]; ours || n.slotCount() > 0 {
+			if _, ours := r.v.byID[id]; ours || n.slotCount() > 0 || n.Flags["handshake"] {
 				continue
 			}
 			gone[id] = true
