@@ -3,14 +3,19 @@
 # datapath; see test/datapath/README.md). Included by the Makefile.
 #
 #   make test-datapath     # app instance loss, primary SIGKILLs under writes, restarted
-#                          # primaries, a planned handover; bin/results/datapath.json
+#                          # primaries, a planned handover; bin/results/datapath.json;
+#                          # the sharded store (Redis Cluster): a shard primary killed, a
+#                          # server back on a new address, shards 3 -> 4 -> 3 under writes;
+#                          # bin/results/datapath-cluster.json
 #   make bench-datapath    # session throughput and latency through the app beside
 #                          # redis-benchmark; bin/results/bench-datapath.json and the
-#                          # "Data path" section of docs/benchmarks.md
+#                          # "Data path" section of docs/benchmarks.md; the sharded store
+#                          # with 1 and 3 shards side by side: bench-datapath-sharded.json
 #
 # Needs root (the run maps the rendered host names to 127.0.0.x in /etc/hosts and restores
 # the file afterwards) and Debian's redis-server, redis-sentinel and redis-tools.
-# DATAPATH_DOWN_AFTER (default 3s) sets spec.store.sentinel.downAfter; DATAPATH_KEEP=1
+# DATAPATH_DOWN_AFTER (default 3s) sets spec.store.sentinel.downAfter, and
+# DATAPATH_CLUSTER_NODE_TIMEOUT (default 3s) the sharded store's cluster-node-timeout; DATAPATH_KEEP=1
 # keeps the run directory (configs, logs) even when the run passes.
 
 DATAPATH_TIMEOUT ?= 15m
@@ -33,18 +38,18 @@ endef
 
 .PHONY: test-datapath
 test-datapath: deps-redis ## Rendered store on real redis-server/redis-sentinel + reference app: kills, failovers, no lost session or acknowledged write. Writes bin/results/datapath.json.
-	@mkdir -p $(BIN)/results && rm -f $(BIN)/results/datapath.summary $(BIN)/results/bench-datapath.summary
-	@rc=0; DATAPATH_RESULTS_DIR=$(BIN)/results $(GO) test -tags datapath ./test/datapath/ -skip '^(TestBenchDataPath|TestDay2.*)$$' \
+	@mkdir -p $(BIN)/results && rm -f $(BIN)/results/datapath.summary $(BIN)/results/datapath-cluster.summary $(BIN)/results/bench-datapath.summary
+	@rc=0; DATAPATH_RESULTS_DIR=$(BIN)/results $(GO) test -tags datapath ./test/datapath/ -skip '^(TestBenchDataPath|TestBenchSharded|TestDay2.*)$$' \
 		-count=1 -v -timeout $(DATAPATH_TIMEOUT) || rc=$$?; \
 	$(datapath_hosts_cleanup); \
-	cat $(BIN)/results/datapath.summary 2>/dev/null || true; \
+	cat $(BIN)/results/datapath.summary $(BIN)/results/datapath-cluster.summary 2>/dev/null || true; \
 	exit $$rc
 
 .PHONY: bench-datapath
-bench-datapath: deps-redis ## Session throughput and p50/p99 through the reference app beside redis-benchmark GET/SET (1 KB) on the same primary. Writes bin/results/bench-datapath.json and docs/benchmarks.md's "Data path" section.
-	@mkdir -p $(BIN)/results && rm -f $(BIN)/results/datapath.summary $(BIN)/results/bench-datapath.summary
+bench-datapath: deps-redis ## Session throughput and p50/p99 through the reference app beside redis-benchmark GET/SET (1 KB) on the same primary, and on a sharded store of 1 and 3 shards side by side. Writes bin/results/bench-datapath{,-sharded}.json and their docs/benchmarks.md sections.
+	@mkdir -p $(BIN)/results && rm -f $(BIN)/results/datapath.summary $(BIN)/results/bench-datapath.summary $(BIN)/results/bench-datapath-sharded.summary
 	@rc=0; DATAPATH_RESULTS_DIR=$(BIN)/results DATAPATH_BENCH_DOC=$(CURDIR)/docs/benchmarks.md \
-		$(GO) test -tags datapath ./test/datapath/ -run '^TestBenchDataPath$$' -count=1 -v -timeout $(DATAPATH_TIMEOUT) || rc=$$?; \
+		$(GO) test -tags datapath ./test/datapath/ -run '^(TestBenchDataPath|TestBenchSharded)$$' -count=1 -v -timeout $(DATAPATH_TIMEOUT) || rc=$$?; \
 	$(datapath_hosts_cleanup); \
-	cat $(BIN)/results/bench-datapath.summary 2>/dev/null || true; \
+	cat $(BIN)/results/bench-datapath.summary $(BIN)/results/bench-datapath-sharded.summary 2>/dev/null || true; \
 	exit $$rc

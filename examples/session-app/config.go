@@ -47,9 +47,12 @@ type Config struct {
 	RedisAddr      string
 	RedisUsername  string // the app's ACL user, for Redis and the Sentinels alike
 	RedisPassword  string
-	WaitReplicas   int
-	WaitTimeout    time.Duration
-	PadBytes       int
+	// RedisMode is "cluster" for a sharded store (Redis Cluster), else "" (Sentinel).
+	RedisMode    string
+	ClusterNodes []string // SESSION_REDIS_CLUSTER_NODES: every server, host:port
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	PadBytes     int
 
 	// Clustered (memberlist).
 	PeersDNS  string
@@ -133,6 +136,29 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 		return c, err
 	}
 
+	switch m := strings.ToLower(get("SESSION_REDIS_MODE")); m {
+	case "", "sentinel":
+	case "cluster":
+		c.RedisMode = "cluster"
+	default:
+		return c, fmt.Errorf("SESSION_REDIS_MODE=%q: want cluster or sentinel", m)
+	}
+	for _, a := range strings.Split(get("SESSION_REDIS_CLUSTER_NODES"), ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return c, fmt.Errorf("SESSION_REDIS_CLUSTER_NODES: %q is not host:port", a)
+		}
+		c.ClusterNodes = append(c.ClusterNodes, a)
+	}
+	if c.RedisMode == "cluster" && len(c.ClusterNodes) == 0 {
+		return c, fmt.Errorf("SESSION_REDIS_MODE=cluster needs SESSION_REDIS_CLUSTER_NODES")
+	}
+	if c.RedisMode != "cluster" && len(c.ClusterNodes) > 0 {
+		return c, fmt.Errorf("SESSION_REDIS_CLUSTER_NODES is set but SESSION_REDIS_MODE is not cluster")
+	}
+
 	for _, a := range strings.Split(get("SESSION_REDIS_SENTINEL_ADDRS"), ",") {
 		if a = strings.TrimSpace(a); a == "" {
 			continue
@@ -174,7 +200,7 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 // or Sticky with a store), then Clustered replication, else plain memory.
 func chooseBackend(c Config) string {
 	switch {
-	case len(c.SentinelAddrs) > 0 || c.RedisAddr != "":
+	case len(c.SentinelAddrs) > 0 || c.RedisAddr != "" || len(c.ClusterNodes) > 0:
 		return BackendRedis
 	case c.Mode == ModeClustered:
 		return BackendCluster

@@ -26,7 +26,7 @@ func TestLoadConfig(t *testing.T) {
 			"SESSION_REDIS_SENTINEL_MASTER": "mymaster", "SESSION_REDIS_ADDR": "shop-store:6379",
 			"SESSION_REDIS_PASSWORD": " pw with spaces ", "SESSION_REDIS_WAIT_REPLICAS": "1",
 			"SESSION_REDIS_USERNAME": "app-web",
-			"PORT": "9090", "SESSION_COOKIE_NAME": "shop_sid", "POD_NAME": "web-abc",
+			"PORT":                   "9090", "SESSION_COOKIE_NAME": "shop_sid", "POD_NAME": "web-abc",
 		}, check: func(t *testing.T, c Config) {
 			if c.TTL != 45*time.Minute { // SESSION_TTL wins over SESSION_TTL_SECONDS
 				t.Errorf("TTL %s", c.TTL)
@@ -58,6 +58,13 @@ func TestLoadConfig(t *testing.T) {
 			}},
 		{name: "clustered with redis wiring uses redis", backend: BackendRedis, mode: ModeClustered, env: map[string]string{
 			"SESSION_MODE": "clustered", "SESSION_REDIS_ADDR": "r:6379", "SESSION_PEERS_PORT": "4000"}},
+		{name: "cluster", backend: BackendRedis, mode: ModeStore, env: map[string]string{
+			"SESSION_MODE": "Store", "SESSION_REDIS_MODE": "cluster", "SESSION_REDIS_CLUSTER_NODES": "r-0.h:6379, r-1.h:6379"},
+			check: func(t *testing.T, c Config) {
+				if c.RedisMode != "cluster" || len(c.ClusterNodes) != 2 || c.ClusterNodes[1] != "r-1.h:6379" {
+					t.Fatalf("cluster wiring %q %v", c.RedisMode, c.ClusterNodes)
+				}
+			}},
 		{name: "store without wiring falls back to memory", backend: BackendMemory, mode: ModeStore, env: map[string]string{
 			"SESSION_MODE": "Store"}},
 	}
@@ -87,6 +94,10 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"SESSION_REDIS_ADDR": "redis"},
 		{"SESSION_MODE": "Clustered"}, // no peers port
 		{"SESSION_PAD_BYTES": "99999999"},
+		{"SESSION_REDIS_MODE": "cluster"}, // no nodes
+		{"SESSION_REDIS_MODE": "sharded", "SESSION_REDIS_CLUSTER_NODES": "r-0:6379"},
+		{"SESSION_REDIS_MODE": "cluster", "SESSION_REDIS_CLUSTER_NODES": "r-0"},
+		{"SESSION_REDIS_CLUSTER_NODES": "r-0:6379"}, // nodes without the mode
 	} {
 		_, err := LoadConfig(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 		if err == nil {

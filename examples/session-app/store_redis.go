@@ -28,6 +28,7 @@ type redisStore struct {
 	waitTimeout  time.Duration
 	pad          string
 	opTimeout    time.Duration
+	cluster      *clusterWriter // set when rdb is a ClusterClient
 }
 
 const redisKeyPrefix = "session:"
@@ -57,6 +58,9 @@ func newRedisClient(c Config) redis.UniversalClient {
 	if c.WaitReplicas > 0 && c.WaitTimeout+time.Second > readTimeout {
 		// WAIT blocks server-side for up to WaitTimeout; the socket read must outlast it.
 		readTimeout = c.WaitTimeout + time.Second
+	}
+	if len(c.ClusterNodes) > 0 {
+		return redis.NewClusterClient(redisClusterOptions(c, readTimeout))
 	}
 	if len(c.SentinelAddrs) > 0 {
 		return redis.NewFailoverClient(&redis.FailoverOptions{
@@ -107,6 +111,9 @@ func newRedisStore(c Config, rdb redis.UniversalClient) *redisStore {
 		pad:          strings.Repeat("x", c.PadBytes),
 		opTimeout:    5 * time.Second,
 	}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		s.cluster = newClusterWriter(cc)
+	}
 	if need := c.WaitTimeout + 3*time.Second; c.WaitReplicas > 0 && need > s.opTimeout {
 		s.opTimeout = need
 	}
@@ -121,7 +128,19 @@ func (s *redisStore) ttlMillis() string { return strconv.FormatInt(s.ttl.Millise
 func (s *redisStore) write(ctx context.Context, script string, keys []string, args ...any) (*redis.Cmd, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	pipe := s.rdb.Pipeline()
+	if s.cluster != nil {
+		return s.cluster.write(ctx, s, script, keys, args...)
+	}
+	return s.pipeWrite(ctx, s.rdb, false, script, keys, args...)
+}
+
+// pipeWrite sends the script and WAIT on one connection of c; asking prefixes ASKING (the
+// slot is being imported by this server).
+func (s *redisStore) pipeWrite(ctx context.Context, c redis.Cmdable, asking bool, script string, keys []string, args ...any) (*redis.Cmd, error) {
+	pipe := c.Pipeline()
+	if asking {
+		pipe.Do(ctx, "asking")
+	}
 	eval := pipe.Eval(ctx, script, keys, args...)
 	var wait *redis.Cmd
 	if s.waitReplicas > 0 {
@@ -186,11 +205,21 @@ func (s *redisStore) Get(ctx context.Context, id string) (Session, error) {
 
 // Ready pings the primary through the same client the handlers use; for the
 // FailoverClient that means Sentinel answered and named a reachable primary.
+// In cluster mode it is ready when any shard's primary answers: one shard failing over
+// must not take every app pod out of its Service (the other shards still serve).
 func (s *redisStore) Ready(ctx context.Context) error {
+	if s.cluster != nil {
+		return s.cluster.ready(ctx)
+	}
 	return s.rdb.Ping(ctx).Err()
 }
 
-func (s *redisStore) Close() error { return s.rdb.Close() }
+func (s *redisStore) Close() error {
+	if s.cluster != nil {
+		s.cluster.close()
+	}
+	return s.rdb.Close()
+}
 
 // redisLogger routes go-redis's own log lines (one per failed dial during a
 // failover) through a rate limit, so an outage under load stays readable.
