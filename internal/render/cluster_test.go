@@ -62,7 +62,7 @@ func TestShardedStoreTopology(t *testing.T) {
 		}
 	}
 	boot := cm.Data["cluster-boot.sh"]
-	for _, want := range []string{"cluster-announce-hostname $MY_HOST", `MY_HOST="$POD_NAME.$STORE_DOMAIN"`, "masteruser replication", "masterauth", `"$USERS_DIR/users.acl"`} {
+	for _, want := range []string{"cluster-announce-hostname $MY_HOST", "wait_for_takeover\n", `MY_HOST="$POD_NAME.$STORE_DOMAIN"`, "masteruser replication", "masterauth", `"$USERS_DIR/users.acl"`} {
 		if !strings.Contains(boot, want) {
 			t.Errorf("cluster-boot.sh lacks %q", want)
 		}
