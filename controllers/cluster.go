@@ -44,8 +44,10 @@ func (r *SessionClusterReconciler) clusterEngine() ClusterEngine {
 // planCluster moves a sharded store's Redis Cluster toward the spec: it hands every
 // server of the StatefulSet, by its stable DNS name, to the engine, which meets them,
 // assigns slots, places replicas, forgets nodes gone for good and migrates slots when the
-// shard count changed. It runs only once every server of the StatefulSet runs: a node
-// the engine cannot reach is not one to place or to drain. It also sizes the StatefulSet:
+// shard count changed. It runs only once every server of the StatefulSet runs and is
+// ready (a primary answers, a replica has its link up): a node the engine cannot reach is
+// not one to place or to drain, and a primary restarting after a crash waits, running but
+// not ready, for its replica to take over (cluster-boot.sh), which the engine must not race. It also sizes the StatefulSet:
 // growing at once, shrinking only after the engine has drained the shards that go (the
 // StatefulSet stays at max(shards x replicas, what the engine still needs)). It takes the
 // place of planStore, which rolls a Sentinel store.
@@ -69,12 +71,12 @@ func (r *SessionClusterReconciler) planCluster(ctx context.Context, p *pass) err
 	}
 	// Never below the current size until the engine says the ordinals above want are drained.
 	p.storeReplicas = ptr.To(cur)
-	running, err := r.serversRunning(ctx, p, sts.Name, cur)
+	ready, err := r.serversReady(ctx, p, sts.Name, cur)
 	if err != nil {
 		return err
 	}
-	if running < cur {
-		p.clusterWaiting = fmt.Sprintf("%d/%d Redis servers running", running, cur)
+	if ready < cur {
+		p.clusterWaiting = fmt.Sprintf("%d/%d Redis servers running and ready", ready, cur)
 		p.requeueSoon = true
 		return nil
 	}
@@ -97,8 +99,9 @@ func (r *SessionClusterReconciler) planCluster(ctx context.Context, p *pass) err
 	return nil
 }
 
-// serversRunning counts the servers with ordinals below size whose Redis container runs.
-func (r *SessionClusterReconciler) serversRunning(ctx context.Context, p *pass, set string, size int32) (int32, error) {
+// serversReady counts the servers with ordinals below size whose Redis container runs and
+// whose pod is Ready.
+func (r *SessionClusterReconciler) serversReady(ctx context.Context, p *pass, set string, size int32) (int32, error) {
 	pods := &corev1.PodList{}
 	if err := r.List(ctx, pods, client.InNamespace(p.sc.Namespace), client.MatchingLabels(render.Selector(p.sc, render.ComponentStore))); err != nil {
 		return 0, fmt.Errorf("listing store pods: %w", err)
@@ -107,7 +110,7 @@ func (r *SessionClusterReconciler) serversRunning(ctx context.Context, p *pass, 
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		ord, ok := ordinalOf(pod.Name, set)
-		if !ok || ord >= int(size) || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning {
+		if !ok || ord >= int(size) || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning || !podReady(pod) {
 			continue
 		}
 		for _, cs := range pod.Status.ContainerStatuses {

@@ -46,7 +46,7 @@ func (e *env) dump(step string) {
 	save("nodes.txt", "describe", "nodes")
 
 	var opLog string
-	for _, ns := range []string{nsStore, nsSticky, nsClustered, nsTomcat, operatorNS} {
+	for _, ns := range []string{nsStore, nsSticky, nsClustered, nsTomcat, nsCluster, operatorNS} {
 		out, err := e.kc("get", "pods", "-n", ns, "-o", "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}")
 		if err != nil {
 			continue
