@@ -124,6 +124,10 @@ func (b *builder) clusterWiring(app string) []corev1.EnvVar {
 	}
 }
 
+// clusterBindingKeys are the binding Secret's coordinates of a sharded store, which every
+// app pod gets projected.
+var clusterBindingKeys = []string{"type", "provider", "host", "port", "cluster-nodes"}
+
 // clusterBinding is the binding Secret's data for a sharded store: cluster-nodes instead
 // of the Sentinel keys, and the headless Service (every server) as host.
 func (b *builder) clusterBinding(data map[string][]byte) {

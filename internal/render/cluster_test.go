@@ -196,3 +196,36 @@ func TestShardedStoreDefaultsItsNodeTimeout(t *testing.T) {
 		t.Errorf("redis.conf:\n%s", cm.Data["redis.conf"])
 	}
 }
+
+// TestBindingProjectionNamesOnlyKeysTheSecretHas: a projected key the binding Secret lacks
+// keeps every app pod in ContainerCreating (seen on the local cluster with a sharded store).
+func TestBindingProjectionNamesOnlyKeysTheSecretHas(t *testing.T) {
+	for name, sc := range map[string]*sessionv1.SessionCluster{"sentinel": cluster(sessionv1.ModeStore), "sharded": sharded(3, 2)} {
+		d := mustRender(t, sc)
+		bind := find[*corev1.Secret](t, d, "shop-session")
+		pod := find[*appsv1.Deployment](t, d, "shop-web").Spec.Template.Spec
+		found := false
+		for _, v := range pod.Volumes {
+			if v.Projected == nil {
+				continue
+			}
+			for _, src := range v.Projected.Sources {
+				if src.Secret == nil || src.Secret.Name != "shop-session" {
+					continue
+				}
+				found = true
+				for _, it := range src.Secret.Items {
+					if _, ok := bind.Data[it.Key]; !ok {
+						t.Errorf("%s: app pods project key %s, which the binding Secret lacks", name, it.Key)
+					}
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no binding projection", name)
+		}
+	}
+	if !slices.Contains(clusterBindingKeys, "cluster-nodes") {
+		t.Error("a sharded store's apps do not get cluster-nodes")
+	}
+}
