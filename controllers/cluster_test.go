@@ -342,3 +342,36 @@ func TestShardedStoreResizesOnlyWhenDrained(t *testing.T) {
 		return nil
 	})
 }
+
+// TestShardedStoreNoOpReconcileWritesNothing: on a healthy sharded store a pass asks the
+// engine (which changes nothing on a healthy cluster) and writes nothing.
+func TestShardedStoreNoOpReconcileWritesNothing(t *testing.T) {
+	ns := namespace(t)
+	sc := create(t, shardedCluster(ns, 3))
+	waitChildren(t, ns, []client.Object{&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "shop-store"}}, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "shop-web"}}})
+	runServers(t, ns)
+	waitCondition(t, ns, "shop", sessionv1.ConditionReady, metav1.ConditionTrue, sessionv1.ReasonReady)
+	settle(t)
+	writes, logged := managerWrites.Writes(), managerWrites.LoggedWrites()
+	_, calls := clusters.lastCall(ns)
+	for i := range 3 {
+		if err := get(t, ns, "shop", sc); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(sc.DeepCopy())
+		metav1.SetMetaDataAnnotation(&sc.ObjectMeta, "test/poke", fmt.Sprint(i))
+		if err := k8s.Patch(context.Background(), sc, patch); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, func() error {
+			if _, n := clusters.lastCall(ns); n < calls+i+1 {
+				return fmt.Errorf("engine asked %d times, want %d", n, calls+i+1)
+			}
+			return nil
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := managerWrites.Writes() - writes; got != 0 {
+		t.Errorf("no-op reconciles made %d writes: %v", got, managerWrites.WritesSince(logged))
+	}
+}
