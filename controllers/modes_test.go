@@ -300,6 +300,7 @@ func TestSamplesApply(t *testing.T) {
 	if err != nil || len(files) < 4 {
 		t.Fatalf("samples: %v %v", files, err)
 	}
+	files = append(files, filepath.Join(testenv.RepoRoot(), "examples", "sharded-store", "sessioncluster.yaml"))
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			ns := namespace(t)

@@ -21,6 +21,11 @@ func (r *SessionClusterReconciler) observeStore(ctx context.Context, p *pass) er
 		return nil
 	}
 	n := render.NamesFor(p.sc, r.Render.ClusterDomain)
+	if p.spec.Sharded() {
+		// Redis Cluster names each shard's primary itself; there is no Sentinel to ask and
+		// no primary Service whose role label would need keeping.
+		return r.observeCluster(ctx, p, n)
+	}
 	var err error
 	if p.storeSet, err = r.getStatefulSet(ctx, p.sc.Namespace, n.Store()); err != nil {
 		return err

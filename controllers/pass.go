@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+	"github.com/sessionops/session-operator/internal/rediscluster"
 	"github.com/sessionops/session-operator/internal/render"
 	"github.com/sessionops/session-operator/internal/store"
 )
@@ -48,6 +49,12 @@ type pass struct {
 	storeReplicas *int32
 	// rollout is where an operator-driven change of the servers stands; nil when none.
 	rollout *sessionv1.StoreRollout
+	// cluster is what a sharded store's Redis Cluster reported this pass (planCluster or
+	// observeCluster); clusterErr why it could not be asked, clusterWaiting what the
+	// engine waits for before it is asked.
+	cluster        *rediscluster.State
+	clusterErr     error
+	clusterWaiting string
 	// claims is where a growth of the servers' claims stands; nil without persistence.
 	claims *sessionv1.ClaimsStatus
 

@@ -46,7 +46,7 @@ const inSyncBytes = 1 << 20
 // are applied; a template changed by this pass is acted on once the StatefulSet
 // controller has given it a revision.
 func (r *SessionClusterReconciler) planStore(ctx context.Context, p *pass) error {
-	if !p.spec.HasStore() || p.problem != nil || r.Admin == nil {
+	if !p.spec.HasStore() || p.spec.Sharded() || p.problem != nil || r.Admin == nil {
 		return nil
 	}
 	n := render.NamesFor(p.sc, r.Render.ClusterDomain)

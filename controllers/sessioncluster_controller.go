@@ -66,6 +66,8 @@ type SessionClusterReconciler struct {
 	WatchHTTPRoutes bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Cluster builds and heals sharded stores; nil means internal/rediscluster.
+	Cluster ClusterEngine
 	// SyncUsers applies the store's ACL users live; nil means store.SyncUsers.
 	SyncUsers func(context.Context, store.UsersTarget) (store.UsersSync, error)
 	// Namespaces the manager watches; empty means all. The wired workloads' cache
@@ -130,6 +132,7 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		{name: "syncUsers", run: r.syncUsers},
 		{name: "render", run: r.render},
 		{name: "planStore", run: r.planStore},
+		{name: "planCluster", run: r.planCluster},
 		{name: "applyChildren", run: r.applyChildren},
 		{name: "pruneChildren", run: r.pruneChildren},
 		{name: "wireWorkloads", run: r.wireWorkloads},

@@ -72,7 +72,7 @@ func (r *SessionClusterReconciler) growClaims(ctx context.Context, p *pass) erro
 	n := render.NamesFor(p.sc, r.Render.ClusterDomain)
 	size := p.spec.Store.Persistence.Size
 	st := &sessionv1.ClaimsStatus{Size: size.String()}
-	replicas := p.spec.Store.Replicas
+	replicas := render.StoreServers(p.spec.Store)
 	if p.storeReplicas != nil {
 		replicas = max(replicas, *p.storeReplicas)
 	}

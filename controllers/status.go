@@ -55,6 +55,9 @@ func computeStatus(p *pass, domain string) (sessionv1.SessionClusterStatus, *fai
 	if p.spec.HasStore() {
 		st.Store, fo = storeStatus(p)
 		switch {
+		case p.storeObserved && p.spec.Sharded():
+			ok, reason, msg := clusterReadiness(p, st.Store)
+			set(sessionv1.ConditionStoreReady, ok, reason, "%s", msg)
 		case p.storeObserved:
 			ok, reason, msg := storeReadiness(p, st.Store)
 			set(sessionv1.ConditionStoreReady, ok, reason, "%s", msg)
@@ -151,6 +154,9 @@ func storeStatus(p *pass) (*sessionv1.StoreStatus, *failover) {
 	}
 	if p.rotation != nil {
 		out.PasswordRotation = p.rotation
+	}
+	if p.spec.Sharded() {
+		return out, shardStatuses(p, out)
 	}
 	if p.observed == nil || p.observed.PrimaryHost == "" {
 		return out, nil

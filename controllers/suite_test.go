@@ -38,6 +38,7 @@ var (
 	k8s      client.WithWatch
 	observer = store.NewStatic()
 	admin    = newFakeAdmin()
+	clusters = newFakeCluster()
 	// users stands in for the live ACL step: envtest runs no Redis.
 	users = &fakeUsers{failing: map[string]bool{}}
 	// managerWrites counts the manager's own write requests, not the tests'.
@@ -89,6 +90,7 @@ func runSuite(m *testing.M) int {
 		Events:                  mgr.GetEventRecorder("session-operator"),
 		Observer:                observer,
 		Admin:                   admin,
+		Cluster:                 clusters,
 		SyncUsers:               users.sync,
 		MaxConcurrentReconciles: 4,
 		// No TTL: the Gateway API test installs the CRDs mid-run.

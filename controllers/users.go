@@ -134,7 +134,7 @@ func (r *SessionClusterReconciler) applyUsersLive(ctx context.Context, p *pass, 
 		Managed: func(name string) bool { return strings.HasPrefix(name, render.AppUserPrefix) },
 	}
 	if storeSet != nil {
-		t.Servers = render.HostPorts(n.StoreHosts(max(replicasOf(storeSet), p.spec.Store.Replicas)), render.RedisPort)
+		t.Servers = render.HostPorts(n.StoreHosts(max(replicasOf(storeSet), render.StoreServers(p.spec.Store))), render.RedisPort)
 	}
 	if sentinelSet != nil {
 		t.Sentinels = render.HostPorts(n.SentinelHosts(max(replicasOf(sentinelSet), p.spec.Store.Sentinel.Replicas)), render.SentinelPort)

@@ -43,6 +43,14 @@ const (
 	// ReasonSentinelUnreachable: the operator could not ask any Sentinel.
 	ReasonSentinelUnreachable = "SentinelUnreachable"
 
+	// ReasonClusterUnreachable: the operator reached no server of a sharded store.
+	ReasonClusterUnreachable = "ClusterUnreachable"
+	// ReasonClusterNotOK: a server of a sharded store reports cluster_state:fail.
+	ReasonClusterNotOK = "ClusterStateFail"
+	// ReasonSlotsUncovered: some of a sharded store's 16384 hash slots have no primary;
+	// the sessions in them can be neither read nor written.
+	ReasonSlotsUncovered = "SlotsUncovered"
+
 	// ReasonAppsNotReady: some app Deployment lacks ready replicas.
 	ReasonAppsNotReady = "AppsNotReady"
 	// ReasonAppRolloutStalled: an app Deployment's rollout exceeded its progress deadline;

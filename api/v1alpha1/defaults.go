@@ -10,22 +10,23 @@ import (
 // The defaults the CRD schema applies, repeated for code paths that see an object the
 // apiserver never defaulted (unit tests, objects decoded from files).
 const (
-	DefaultTTL               = 30 * time.Minute
-	DefaultAppPort           = int32(8080)
-	DefaultAppPath           = "/"
-	DefaultStoreImage        = "redis:7.4"
-	DefaultStoreReplicas     = int32(3)
-	DefaultSentinelReplicas  = int32(3)
-	DefaultSentinelQuorum    = int32(2)
-	DefaultDownAfter         = 5 * time.Second
-	DefaultFailoverTimeout   = 60 * time.Second
-	DefaultMaxMemory         = "256Mi"
-	DefaultSecretKey         = "password"
-	DefaultCookieName        = "route"
-	DefaultCookieMaxAge      = time.Hour
-	DefaultClientIPTimeout   = 3 * time.Hour
-	DefaultClusteringPort    = int32(4000)
-	DefaultIngressController = ControllerIngressNginx
+	DefaultTTL                = 30 * time.Minute
+	DefaultAppPort            = int32(8080)
+	DefaultAppPath            = "/"
+	DefaultStoreImage         = "redis:7.4"
+	DefaultStoreReplicas      = int32(3)
+	DefaultSentinelReplicas   = int32(3)
+	DefaultSentinelQuorum     = int32(2)
+	DefaultDownAfter          = 5 * time.Second
+	DefaultClusterNodeTimeout = 5 * time.Second
+	DefaultFailoverTimeout    = 60 * time.Second
+	DefaultMaxMemory          = "256Mi"
+	DefaultSecretKey          = "password"
+	DefaultCookieName         = "route"
+	DefaultCookieMaxAge       = time.Hour
+	DefaultClientIPTimeout    = 3 * time.Hour
+	DefaultClusteringPort     = int32(4000)
+	DefaultIngressController  = ControllerIngressNginx
 )
 
 // WithDefaults returns a copy of the spec with every defaulted field filled in.
@@ -65,6 +66,9 @@ func (s *SessionClusterSpec) WithDefaults() SessionClusterSpec {
 		}
 		if st.Sentinel.FailoverTimeout == nil {
 			st.Sentinel.FailoverTimeout = &metav1.Duration{Duration: DefaultFailoverTimeout}
+		}
+		if st.Shards != nil && st.ClusterNodeTimeout == nil {
+			st.ClusterNodeTimeout = &metav1.Duration{Duration: DefaultClusterNodeTimeout}
 		}
 		if st.MinReplicasToWrite == nil {
 			// One replica required where one can be lost and one still remains (3+
@@ -120,3 +124,6 @@ func (s *SessionClusterSpec) WithDefaults() SessionClusterSpec {
 
 // HasStore reports whether the spec asks for a Redis store.
 func (s *SessionClusterSpec) HasStore() bool { return s.Store != nil && s.Mode != ModeClustered }
+
+// Sharded reports whether the spec asks for a Redis Cluster store (store.shards).
+func (s *SessionClusterSpec) Sharded() bool { return s.HasStore() && s.Store.Shards != nil }

@@ -28,6 +28,8 @@ const (
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Primary",type=string,JSONPath=`.status.store.primary`
+// +kubebuilder:printcolumn:name="Shards",type=integer,JSONPath=`.spec.store.shards`
+// +kubebuilder:printcolumn:name="Slots",type=integer,JSONPath=`.status.store.slotsCovered`,priority=1
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -203,7 +205,12 @@ type AppSpec struct {
 	Template *AppPodTemplate `json:"template,omitempty"`
 }
 
-// StoreSpec is the replicated Redis session store with Sentinel failover.
+// StoreSpec is the replicated Redis session store: one primary with Sentinel failover, or
+// (shards) a Redis Cluster of several primaries, each with its replicas.
+// +kubebuilder:validation:XValidation:rule="!has(self.clusterNodeTimeout) || has(self.shards)",message="spec.store.clusterNodeTimeout is only allowed with spec.store.shards: a store without shards fails over by its Sentinels (spec.store.sentinel.downAfter)",fieldPath=".clusterNodeTimeout",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.shards) || !has(self.sentinel) || (!has(self.sentinel.pod) && !(has(self.sentinel.resources) && (has(self.sentinel.resources.limits) || has(self.sentinel.resources.requests))))",message="spec.store.sentinel.pod and spec.store.sentinel.resources are not allowed with spec.store.shards: a sharded store runs no Sentinels, Redis Cluster fails over by itself (spec.store.clusterNodeTimeout)",fieldPath=".sentinel",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="has(self.shards) == has(oldSelf.shards)",message="spec.store.shards cannot be added to or removed from an existing store: a Sentinel store and a Redis Cluster keep their data differently, and switching in place would lose the sessions; create a new SessionCluster for the other kind",fieldPath=".shards"
+// +kubebuilder:validation:XValidation:rule="!has(self.shards) || !has(oldSelf.replicas) || !has(self.replicas) || self.replicas == oldSelf.replicas",message="spec.store.replicas cannot change while spec.store.shards is set: each shard's servers are consecutive pods of one StatefulSet, and a new count per shard would reassign them (change spec.store.shards instead, which moves slots live)",fieldPath=".replicas"
 // +kubebuilder:validation:XValidation:rule="!has(self.minReplicasToWrite) || !has(self.replicas) || self.minReplicasToWrite == 0 || self.minReplicasToWrite <= self.replicas - 2",message="spec.store.minReplicasToWrite must be 0 or at most spec.store.replicas - 2: when every replica is required, the primary stops taking writes as soon as one server dies, and a newly promoted primary refuses writes until the dead one is back",fieldPath=".minReplicasToWrite"
 // +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || !has(self.sentinel) || !has(self.sentinel.replicas) || self.sentinel.replicas >= 3",message="spec.store.sentinel.replicas must be at least 3 when spec.store.replicas is above 1: a failover needs a majority of the Sentinels, and with 1 or 2 losing one leaves no majority, so the store could never fail over",fieldPath=".sentinel.replicas"
 // +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || !has(self.sentinel) || !has(self.sentinel.replicas) || !has(self.sentinel.quorum) || self.sentinel.quorum < self.sentinel.replicas",message="spec.store.sentinel.quorum must be less than spec.store.sentinel.replicas when spec.store.replicas is above 1: with a quorum of every Sentinel, losing one Sentinel means the primary can never be agreed down, so the store could never fail over",fieldPath=".sentinel.quorum"
@@ -221,14 +228,37 @@ type StoreSpec struct {
 	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 
-	// replicas is the number of Redis servers: one primary, the rest replicas.
+	// replicas is the number of Redis servers: one primary, the rest replicas. With
+	// shards it is the number of servers of each shard.
 	// +optional
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=9
 	Replicas int32 `json:"replicas,omitempty"`
 
-	// sentinel configures the Sentinels that elect the primary.
+	// shards makes the store a Redis Cluster of this many shards, each a primary with
+	// replicas - 1 replicas (shards x replicas servers in all), for session sets or write
+	// rates one primary cannot carry. Redis Cluster's own failover replaces Sentinel
+	// (clusterNodeTimeout), and clients must speak the cluster protocol (the apps receive
+	// SESSION_REDIS_MODE=cluster and SESSION_REDIS_CLUSTER_NODES). Raising or lowering it
+	// moves hash slots live. Absent: one primary with Sentinel failover. It cannot be
+	// added to or removed from an existing store.
+	// +optional
+	// +kubebuilder:validation:Minimum=3
+	// +kubebuilder:validation:Maximum=32
+	Shards *int32 `json:"shards,omitempty"`
+
+	// clusterNodeTimeout is how long a shard's primary must be unreachable before its
+	// replicas fail it over (Redis cluster-node-timeout), as sentinel.downAfter is for a
+	// store without shards. Only with shards; defaults to 5s.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('10m'))",message="spec.store.clusterNodeTimeout must be between 1s and 10m"
+	ClusterNodeTimeout *metav1.Duration `json:"clusterNodeTimeout,omitempty"`
+
+	// sentinel configures the Sentinels that elect the primary. A store with shards runs
+	// no Sentinels and ignores it.
 	// +optional
 	// +kubebuilder:default={}
 	Sentinel SentinelSpec `json:"sentinel,omitempty"`
@@ -571,7 +601,8 @@ type SessionClusterStatus struct {
 
 // StoreStatus describes the Redis store.
 type StoreStatus struct {
-	// primary is the pod Sentinel names as the primary.
+	// primary is the pod Sentinel names as the primary; empty with shards, where each
+	// shard has its own (shards).
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Primary string `json:"primary,omitempty"`
@@ -605,11 +636,51 @@ type StoreStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	UsersRevision string `json:"usersRevision,omitempty"`
 
+	// shards are the Redis Cluster's shards as the cluster reports them, by index; only
+	// with spec.store.shards.
+	// +optional
+	// +listType=map
+	// +listMapKey=index
+	// +kubebuilder:validation:MaxItems=64
+	Shards []ShardStatus `json:"shards,omitempty"`
+
+	// slotsCovered counts the hash slots, of 16384, that a shard serves; only with
+	// spec.store.shards. Below 16384 some sessions cannot be read or written.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=16384
+	SlotsCovered *int32 `json:"slotsCovered,omitempty"`
+
 	// passwordRotation is the most recent password rotation: started when a password
 	// changed, finished when no running app pod uses an old password any more and every
 	// server and Sentinel has dropped it.
 	// +optional
 	PasswordRotation *PasswordRotation `json:"passwordRotation,omitempty"`
+}
+
+// ShardStatus is one shard of a Redis Cluster store.
+type ShardStatus struct {
+	// index of the shard.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	Index int32 `json:"index"`
+
+	// primary is the pod the cluster names as the shard's primary; empty when none.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Primary string `json:"primary,omitempty"`
+
+	// replicas counts the servers replicating the shard's primary.
+	// +optional
+	Replicas int32 `json:"replicas"`
+
+	// slots counts the hash slots the shard serves.
+	// +optional
+	Slots int32 `json:"slots"`
+
+	// lastFailover is the most recent change of the shard's primary the operator saw.
+	// +optional
+	LastFailover *FailoverRecord `json:"lastFailover,omitempty"`
 }
 
 // PasswordRotation describes one rotation of the apps' store passwords.

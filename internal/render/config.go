@@ -30,18 +30,26 @@ func Script(name string) string {
 // scriptNames are the scripts the store's ConfigMap carries.
 var scriptNames = []string{"common.sh", "redis-boot.sh", "redis-probe.sh", "redis-prestop.sh", "sentinel-boot.sh", "sentinel-probe.sh"}
 
+// clusterScriptNames are those of a sharded store (Redis Cluster, no Sentinel).
+var clusterScriptNames = []string{"common.sh", "cluster-boot.sh", "redis-probe.sh", "cluster-prestop.sh"}
+
 // StoreConfigFiles is the content of the store's ConfigMap: Redis and Sentinel
 // configuration without any secret (the boot scripts add the password at start, into a
 // private directory) and the scripts that boot and probe the servers.
 func StoreConfigFiles(spec *StoreParams) map[string]string {
 	files := map[string]string{
-		"redis.conf":           redisConf(spec),
-		"sentinel.conf":        sentinelConf(),
-		"sentinel-master.conf": sentinelMasterConf(spec),
-		HostsFileStore:         strings.Join(spec.StoreHosts, " ") + "\n",
-		HostsFileSentinel:      strings.Join(spec.SentinelHosts, " ") + "\n",
+		"redis.conf":      redisConf(spec),
+		HostsFileStore:    strings.Join(spec.StoreHosts, " ") + "\n",
+		HostsFileSentinel: strings.Join(spec.SentinelHosts, " ") + "\n",
 	}
-	for _, s := range scriptNames {
+	names := scriptNames
+	if spec.Cluster {
+		names = clusterScriptNames
+	} else {
+		files["sentinel.conf"] = sentinelConf()
+		files["sentinel-master.conf"] = sentinelMasterConf(spec)
+	}
+	for _, s := range names {
 		files[s] = Script(s)
 	}
 	return files
@@ -66,6 +74,10 @@ type StoreParams struct {
 	Persistent         bool
 	DownAfterMillis    int64
 	FailoverMillis     int64
+	// Cluster makes the servers a Redis Cluster (spec.store.shards); then no Sentinel
+	// runs, SentinelHosts is empty and ClusterNodeTimeoutMillis is the failover timeout.
+	Cluster                  bool
+	ClusterNodeTimeoutMillis int64
 }
 
 func redisConf(p *StoreParams) string {
@@ -96,6 +108,9 @@ func redisConf(p *StoreParams) string {
 		line("appendonly no")
 		line(`save ""`)
 	}
+	if p.Cluster {
+		b.WriteString(clusterConf(p))
+	}
 	return b.String()
 }
 
@@ -112,6 +127,17 @@ func sentinelMasterConf(p *StoreParams) string {
 
 func (b *builder) storeParams() *StoreParams {
 	st := b.spec.Store
+	if b.spec.Sharded() {
+		return &StoreParams{
+			StoreHosts:               b.names.StoreHosts(StoreServers(st)),
+			MasterName:               b.names.MasterName(),
+			MaxMemoryBytes:           st.MaxMemory.Value(),
+			MinReplicasToWrite:       *st.MinReplicasToWrite,
+			Persistent:               st.Persistence != nil,
+			Cluster:                  true,
+			ClusterNodeTimeoutMillis: st.ClusterNodeTimeout.Milliseconds(),
+		}
+	}
 	return &StoreParams{
 		StoreHosts:         b.names.StoreHosts(st.Replicas),
 		SentinelHosts:      b.names.SentinelHosts(st.Sentinel.Replicas),

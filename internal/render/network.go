@@ -9,14 +9,15 @@ import (
 )
 
 // storeNetworkPolicy admits to Redis and Sentinel only this SessionCluster's own pods
-// (apps, servers, Sentinels), pods labelled as its clients, and the operator.
+// (apps, servers, Sentinels), pods labelled as its clients, and the operator; with shards,
+// also the Redis Cluster bus, from the servers only.
 func (b *builder) storeNetworkPolicy() *networkingv1.NetworkPolicy {
 	tcp := corev1.ProtocolTCP
 	port := func(p int32) networkingv1.NetworkPolicyPort {
 		v := intstr.FromInt32(p)
 		return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &v}
 	}
-	return &networkingv1.NetworkPolicy{
+	np := &networkingv1.NetworkPolicy{
 		TypeMeta:   typeMeta("networking.k8s.io/v1", "NetworkPolicy"),
 		ObjectMeta: b.meta(b.names.Store(), ComponentNetwork, "session-cluster"),
 		Spec: networkingv1.NetworkPolicySpec{
@@ -41,6 +42,17 @@ func (b *builder) storeNetworkPolicy() *networkingv1.NetworkPolicy {
 			}},
 		},
 	}
+	if b.spec.Sharded() {
+		// No Sentinel port; the cluster bus only between the servers themselves.
+		spec := &np.Spec
+		spec.PodSelector.MatchExpressions[0].Values = []string{ComponentStore}
+		spec.Ingress[0].Ports = []networkingv1.NetworkPolicyPort{port(RedisPort)}
+		spec.Ingress = append(spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+			Ports: []networkingv1.NetworkPolicyPort{port(ClusterBusPort)},
+			From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: Selector(b.sc, ComponentStore)}}},
+		})
+	}
+	return np
 }
 
 // operatorNamespaceSelector selects the operator's namespace by the name label every

@@ -94,9 +94,15 @@ func Render(sc *sessionv1.SessionCluster, opts Options, in Inputs) (*Desired, er
 		users := b.storeUsers()
 		d.Users = &users
 		add(b.usersSecret(users), b.bindingSecret(), b.storeConfig())
-		add(b.storeHeadlessService(), b.storePrimaryService(), b.sentinelService())
-		add(b.storeStatefulSet(), b.sentinelStatefulSet())
-		add(b.storePDB(), b.sentinelPDB(), b.storeNetworkPolicy())
+		if spec.Sharded() {
+			// No primary Service: each shard has its own primary, and a cluster client
+			// finds them from the slot map; no Sentinels: Redis Cluster fails over itself.
+			add(b.storeHeadlessService(), b.clusterStatefulSet(), b.storePDB(), b.storeNetworkPolicy())
+		} else {
+			add(b.storeHeadlessService(), b.storePrimaryService(), b.sentinelService())
+			add(b.storeStatefulSet(), b.sentinelStatefulSet())
+			add(b.storePDB(), b.sentinelPDB(), b.storeNetworkPolicy())
+		}
 	}
 	for i := range spec.Apps {
 		app := &spec.Apps[i]

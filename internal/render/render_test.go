@@ -106,6 +106,10 @@ func TestEveryChildIsLabelledAndOwned(t *testing.T) {
 		"sticky":    cluster(sessionv1.ModeSticky),
 		"hybrid":    cluster(sessionv1.ModeSticky, func(s *sessionv1.SessionClusterSpec) { s.Store = &sessionv1.StoreSpec{} }),
 		"clustered": cluster(sessionv1.ModeClustered),
+		"sharded":   sharded(3, 2),
+		"hybrid-sharded": cluster(sessionv1.ModeSticky, func(s *sessionv1.SessionClusterSpec) {
+			s.Store = &sessionv1.StoreSpec{Shards: ptr.To[int32](4), Persistence: &sessionv1.PersistenceSpec{Size: resource.MustParse("1Gi")}}
+		}),
 	}
 	required := []string{LabelName, LabelInstance, LabelComponent, LabelPartOf, LabelManagedBy}
 	for name, sc := range variants {
@@ -153,6 +157,7 @@ func TestPasswordOnlyInSecrets(t *testing.T) {
 	for _, sc := range []*sessionv1.SessionCluster{
 		cluster(sessionv1.ModeStore),
 		cluster(sessionv1.ModeSticky, func(s *sessionv1.SessionClusterSpec) { s.Store = &sessionv1.StoreSpec{} }),
+		sharded(3, 2),
 	} {
 		d := mustRender(t, sc)
 		secrets := 0

@@ -83,20 +83,24 @@ func (b *builder) bindingSecret() *corev1.Secret {
 	n := b.names
 	sentinels := n.SentinelHosts(b.spec.Store.Sentinel.Replicas)
 	app := b.spec.Apps[0].Name
+	data := map[string][]byte{
+		"type":            []byte("redis"),
+		"provider":        []byte(BindingProvider),
+		"host":            []byte(n.ServiceHost(n.Store())),
+		"port":            []byte(strconv.Itoa(RedisPort)),
+		"username":        []byte(AppUser(app)),
+		"password":        []byte(b.in.AppPasswords[app]),
+		"sentinel.master": []byte(n.MasterName()),
+		"sentinel.nodes":  []byte(strings.Join(HostPorts(sentinels, SentinelPort), ",")),
+	}
+	if b.spec.Sharded() {
+		b.clusterBinding(data)
+	}
 	return &corev1.Secret{
 		TypeMeta:   typeMeta("v1", "Secret"),
 		ObjectMeta: b.meta(n.Binding(), ComponentBinding, "session-cluster"),
 		Type:       BindingSecretType,
-		Data: map[string][]byte{
-			"type":            []byte("redis"),
-			"provider":        []byte(BindingProvider),
-			"host":            []byte(n.ServiceHost(n.Store())),
-			"port":            []byte(strconv.Itoa(RedisPort)),
-			"username":        []byte(AppUser(app)),
-			"password":        []byte(b.in.AppPasswords[app]),
-			"sentinel.master": []byte(n.MasterName()),
-			"sentinel.nodes":  []byte(strings.Join(HostPorts(sentinels, SentinelPort), ",")),
-		},
+		Data:       data,
 	}
 }
 

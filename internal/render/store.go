@@ -169,6 +169,14 @@ func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
 		// take the pods in ordinal order and hand the primary over to the next pod it is
 		// about to replace, so the primary would change twice.
 		appsv1.OnDeleteStatefulSetStrategyType)
+	b.storeData(sts)
+	return sts
+}
+
+// storeData gives the servers their data volume: a claim per server with persistence,
+// else an emptyDir.
+func (b *builder) storeData(sts *appsv1.StatefulSet) {
+	st := b.spec.Store
 	labels := sts.Spec.Template.Labels
 	if p := st.Persistence; p != nil {
 		policy := appsv1.RetainPersistentVolumeClaimRetentionPolicyType
@@ -194,7 +202,6 @@ func (b *builder) storeStatefulSet() *appsv1.StatefulSet {
 			Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
 		})
 	}
-	return sts
 }
 
 // configHash changes whenever the named configuration files change, so that editing
@@ -214,6 +221,10 @@ func (b *builder) configHash(files ...string) string {
 }
 
 func (b *builder) storeHeadlessService() *corev1.Service {
+	ports := []corev1.ServicePort{tcpPort("redis", RedisPort)}
+	if b.spec.Sharded() {
+		ports = append(ports, tcpPort("cluster-bus", ClusterBusPort))
+	}
 	return &corev1.Service{
 		TypeMeta:   typeMeta("v1", "Service"),
 		ObjectMeta: b.meta(b.names.StoreHeadless(), ComponentStore, "redis"),
@@ -222,7 +233,7 @@ func (b *builder) storeHeadlessService() *corev1.Service {
 			Selector:  Selector(b.sc, ComponentStore),
 			// Servers must find each other, and Sentinels them, before they are ready.
 			PublishNotReadyAddresses: true,
-			Ports:                    []corev1.ServicePort{tcpPort("redis", RedisPort)},
+			Ports:                    ports,
 		},
 	}
 }

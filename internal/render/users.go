@@ -145,13 +145,20 @@ var sentinelOnServerCommands = []string{
 }
 
 // appRules are an app user's key, channel and command rules on the servers.
-func appRules(app *sessionv1.AppSpec) []string {
+// With a sharded store the app also reads the cluster's slot map (ClusterCommands).
+func appRules(app *sessionv1.AppSpec, sharded bool) []string {
+	var rules []string
 	if app.KeyPrefix == "" {
-		return append([]string{"~*", "&*"}, AppCommands...)
+		rules = append([]string{"~*", "&*"}, AppCommands...)
+	} else {
+		rules = append([]string{"~" + app.KeyPrefix + "*", "&" + app.KeyPrefix + "*"}, keyEventChannels...)
+		rules = append(rules, AppCommands...)
+		rules = append(rules, appPrefixCommands...)
 	}
-	rules := append([]string{"~" + app.KeyPrefix + "*", "&" + app.KeyPrefix + "*"}, keyEventChannels...)
-	rules = append(rules, AppCommands...)
-	return append(rules, appPrefixCommands...)
+	if sharded {
+		rules = append(rules, ClusterCommands...)
+	}
+	return rules
 }
 
 // storeUsers are the ACL users of this store: internal users with their one password,
@@ -184,7 +191,7 @@ func (b *builder) storeUsers() Users {
 		app := &b.spec.Apps[i]
 		name := AppUser(app.Name)
 		hashes := b.acceptedHashes(app.Name)
-		u.Servers = append(u.Servers, ACLUser{Name: name, On: true, Hashes: hashes, Rules: appRules(app)})
+		u.Servers = append(u.Servers, ACLUser{Name: name, On: true, Hashes: hashes, Rules: appRules(app, b.spec.Sharded())})
 		u.Sentinels = append(u.Sentinels, ACLUser{Name: name, On: true, Hashes: hashes,
 			Rules: append([]string{"&*"}, AppSentinelCommands...)})
 	}

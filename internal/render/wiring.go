@@ -22,7 +22,10 @@ func (b *builder) wiringEnv(app *sessionv1.AppSpec) []corev1.EnvVar {
 		{Name: "SESSION_TTL_SECONDS", Value: strconv.FormatInt(int64(ttl/time.Second), 10)},
 		{Name: "PORT", Value: strconv.Itoa(int(app.Port))},
 	}
-	if b.spec.HasStore() {
+	switch {
+	case b.spec.Sharded():
+		env = append(env, b.clusterWiring(app.Name)...)
+	case b.spec.HasStore():
 		env = append(env, b.storeWiring(app.Name)...)
 	}
 	if b.spec.Mode == sessionv1.ModeClustered {
@@ -38,11 +41,7 @@ func (b *builder) storeWiring(app string) []corev1.EnvVar {
 	primary := n.ServiceHost(n.Store())
 	port := strconv.Itoa(RedisPort)
 	pw, user := b.appPasswordRef(app), b.appUsernameRef(app)
-	// An acknowledged session must be on two servers; a single server has nobody to ask.
-	waitReplicas := "0"
-	if st.Replicas > 1 {
-		waitReplicas = "1"
-	}
+	waitReplicas := b.waitReplicas()
 	return []corev1.EnvVar{
 		{Name: "SESSION_REDIS_SENTINEL_ADDRS", Value: sentinels},
 		{Name: "SESSION_REDIS_SENTINEL_MASTER", Value: n.MasterName()},
@@ -64,6 +63,15 @@ func (b *builder) storeWiring(app string) []corev1.EnvVar {
 		secretEnv("SPRING_DATA_REDIS_SENTINEL_USERNAME", user),
 		secretEnv("SPRING_DATA_REDIS_SENTINEL_PASSWORD", pw),
 	}
+}
+
+// waitReplicas is SESSION_REDIS_WAIT_REPLICAS: an acknowledged session must be on two
+// servers (of its shard, with shards); a single server has nobody to ask.
+func (b *builder) waitReplicas() string {
+	if b.spec.Store.Replicas > 1 {
+		return "1"
+	}
+	return "0"
 }
 
 func (b *builder) peerWiring(app *sessionv1.AppSpec) []corev1.EnvVar {

@@ -62,6 +62,9 @@ func (b *builder) appWiring(app *sessionv1.AppSpec, root string) Wiring {
 // specification lays a binding out: one file per key.
 func (b *builder) bindingVolume(app string) corev1.Volume {
 	keys := []string{"type", "provider", "host", "port", "sentinel.master", "sentinel.nodes"}
+	if b.spec.Sharded() {
+		keys = clusterBindingKeys
+	}
 	coords := make([]corev1.KeyToPath, len(keys))
 	for i, k := range keys {
 		coords[i] = corev1.KeyToPath{Key: k, Path: k}

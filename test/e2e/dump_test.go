@@ -49,7 +49,7 @@ func (e *env) dump(step string) {
 	save("logs-kube-system-traefik.txt", "logs", "-n", "kube-system", "deploy/traefik", "--timestamps", "--tail=2000")
 
 	var opLog string
-	for _, ns := range []string{nsStore, nsSticky, nsClustered, nsTomcat, operatorNS} {
+	for _, ns := range []string{nsStore, nsSticky, nsClustered, nsTomcat, nsCluster, operatorNS} {
 		out, err := e.kc("get", "pods", "-n", ns, "-o", "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}")
 		if err != nil {
 			continue

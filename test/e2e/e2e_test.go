@@ -81,6 +81,7 @@ func TestE2E(t *testing.T) {
 	step(t, "routing/traefik", testRouting)
 	step(t, "netpol/enforced", testNetworkPolicy)
 	step(t, "byo/wired-store-failover", testBringYourOwnApp)
+	step(t, "cluster/shard-primary-killed", testShardedStore)
 	if storeOK {
 		step(t, "store/delete-gc", testDeleteGC)
 	}
@@ -571,10 +572,13 @@ func writesResumed(oks []time.Time, killedAt time.Time) (time.Time, bool) {
 // namespace, so redis-server is not the namespace's init (the kernel ignores a SIGKILL
 // sent to init from inside its namespace: `kill -9 1` would do nothing). As a last resort
 // the pod is force-deleted. E2E_KILL=runtime|exec|force picks one.
-func (e *env) killRedis(pod string) (string, error) {
+func (e *env) killRedis(pod string) (string, error) { return e.killRedisIn(nsStore, pod) }
+
+// killRedisIn is killRedis for a store pod in namespace ns.
+func (e *env) killRedisIn(ns, pod string) (string, error) {
 	ctx := context.Background()
 	p := &corev1.Pod{}
-	if err := e.c.Get(ctx, client.ObjectKey{Namespace: nsStore, Name: pod}, p); err != nil {
+	if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: pod}, p); err != nil {
 		return "", err
 	}
 	var id string
@@ -606,7 +610,7 @@ func (e *env) killRedis(pod string) (string, error) {
 		return "SIGKILL to redis-server from the node's runtime (ctr tasks kill)", nil
 	case "exec":
 		script := `for p in /proc/[0-9]*; do if [ "$(cat $p/comm 2>/dev/null)" = redis-server ]; then kill -9 ${p#/proc/} && echo killed ${p#/proc/}; fi; done`
-		out, err := e.kc("-n", nsStore, "exec", pod, "-c", "redis", "--", "sh", "-c", script)
+		out, err := e.kc("-n", ns, "exec", pod, "-c", "redis", "--", "sh", "-c", script)
 		if err != nil || !strings.Contains(out, "killed") {
 			return "", fmt.Errorf("kill -9 redis-server in %s: %v: %q", pod, err, out)
 		}

@@ -55,7 +55,13 @@ func step(t *testing.T, name string, f func(t *testing.T)) bool {
 // with imagePullPolicy IfNotPresent. The sample files themselves stay as they are.
 func loadSample(t *testing.T, file, namespace string) *sessionv1.SessionCluster {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.root, "config/samples", file))
+	return loadManifest(t, filepath.Join("config/samples", file), namespace)
+}
+
+// loadManifest is loadSample for a SessionCluster manifest anywhere in the repository.
+func loadManifest(t *testing.T, file, namespace string) *sessionv1.SessionCluster {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.root, file))
 	if err != nil {
 		t.Fatal(err)
 	}

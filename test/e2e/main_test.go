@@ -309,7 +309,7 @@ func restrictedLabels() map[string]string {
 func (e *env) cleanNamespaces(timeout time.Duration) error {
 	ctx := context.Background()
 	var left []string
-	for _, name := range []string{nsStore, nsSticky, nsClustered, nsTomcat, nsRouting, nsByo} {
+	for _, name := range []string{nsStore, nsSticky, nsClustered, nsTomcat, nsRouting, nsByo, nsCluster} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		err := e.c.Delete(ctx, ns)
 		if err == nil || !apierrors.IsNotFound(err) {

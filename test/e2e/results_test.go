@@ -46,6 +46,10 @@ type results struct {
 	// The rotate-password annotation under session writes.
 	Rotation *rotationFacts `json:"rotation,omitempty"`
 
+	// A sharded store (Redis Cluster) serving the reference app: a shard primary killed.
+	// ("cluster" names the Kubernetes cluster the run used.)
+	RedisCluster *clusterFacts `json:"redis_cluster,omitempty"`
+
 	// A user's Deployment wired by workloadRef: sessions from the store, a failover.
 	BringYourOwn *byoFacts `json:"bring_your_own,omitempty"`
 
