@@ -174,6 +174,12 @@ func shardStatuses(p *pass, out *sessionv1.StoreStatus) *failover {
 		old, seen := prev[s.Index]
 		if seen {
 			s.LastFailover = old.LastFailover.DeepCopy()
+			// A failing primary keeps its slots until a replica takes over, and the engine
+			// names no primary meanwhile; keeping the last one named lets the takeover be
+			// recorded as a failover from it rather than from nobody.
+			if s.Primary == "" {
+				s.Primary = old.Primary
+			}
 		}
 		if seen && old.Primary != "" && s.Primary != "" && old.Primary != s.Primary {
 			s.LastFailover = &sessionv1.FailoverRecord{Time: metav1.NewTime(p.now), From: old.Primary, To: s.Primary}

@@ -70,6 +70,9 @@ func (f *fakeCluster) Observe(_ context.Context, nodes []string, _ rediscluster.
 	return st, nil
 }
 
+// failing stands, in fakeCluster.primary, for a shard whose primary fails.
+const failing = "-"
+
 func (f *fakeCluster) state(ns string, nodes []string, shards, per int) rediscluster.State {
 	st := rediscluster.State{OK: true, SlotsCovered: render.ClusterSlots - f.uncovered[ns], NodesNeeded: shards * per}
 	if n := f.needed[ns]; n > 0 {
@@ -79,7 +82,11 @@ func (f *fakeCluster) state(ns string, nodes []string, shards, per int) redisclu
 		sh := rediscluster.ShardState{Index: i, Slots: render.ClusterSlots / shards}
 		members := nodes[i*per : min(len(nodes), (i+1)*per)]
 		sh.Primary = members[0]
-		if p := f.primary[ns][i]; p != "" {
+		switch p := f.primary[ns][i]; p {
+		case "":
+		case failing: // the primary fails and no replica has taken over yet
+			sh.Primary, st.OK = "", false
+		default:
 			sh.Primary = p
 		}
 		for _, m := range members {
@@ -254,6 +261,15 @@ func TestShardedStoreStatusFollowsTheCluster(t *testing.T) {
 		if sh.Index != int32(i) || sh.Primary != fmt.Sprintf("shop-store-%d", 2*i) || sh.Replicas != 1 || sh.LastFailover != nil {
 			t.Errorf("shard %d: %+v", i, sh)
 		}
+	}
+
+	// While shard 1's primary fails, the engine names no primary; status keeps naming the
+	// failing one, so that the takeover is recorded as a failover from it.
+	clusters.set(func() { clusters.primary[ns] = map[int]string{1: failing} })
+	poke(t, ns, "shop")
+	sc = waitCondition(t, ns, "shop", sessionv1.ConditionStoreReady, metav1.ConditionFalse, sessionv1.ReasonClusterNotOK)
+	if sh := sc.Status.Store.Shards[1]; sh.Primary != "shop-store-2" || sh.LastFailover != nil {
+		t.Errorf("shard 1 while its primary fails: %+v", sh)
 	}
 
 	clusters.set(func() { clusters.primary[ns] = map[int]string{1: host(3)} })

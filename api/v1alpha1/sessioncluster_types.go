@@ -665,7 +665,9 @@ type ShardStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	Index int32 `json:"index"`
 
-	// primary is the pod the cluster names as the shard's primary; empty when none.
+	// primary is the pod that holds the shard's slots as its primary. While that pod is
+	// failing and no replica has taken over yet, it is still named here (the cluster still
+	// routes the slots to it); empty only before the shard has a primary.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Primary string `json:"primary,omitempty"`

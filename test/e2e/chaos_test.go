@@ -304,9 +304,20 @@ func testFailoverWhileOperatorDown(t *testing.T) {
 	}
 	logf("chaos: operator scaled to 0; asking a Sentinel to fail over from %s", from)
 	sentinel0 := storeSC + "-sentinel-0"
-	out, err := e.kc("-n", nsStore, "exec", sentinel0, "-c", "sentinel", "--", "sh", "-c",
-		`redis-cli --no-auth-warning --raw --user "$REDISCLI_USER" -p 26379 SENTINEL FAILOVER "$MASTER_NAME"`)
-	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "OK") {
+	// Right after the previous step every server is ready, but a Sentinel may not have
+	// refreshed what it knows of the replicas yet (INFO every 10 s) and answers NOGOODSLAVE
+	// until it has: ask again until it takes the failover.
+	var out string
+	if err := poll(time.Minute, 2*time.Second, func() (bool, error) {
+		var err error
+		out, err = e.kc("-n", nsStore, "exec", sentinel0, "-c", "sentinel", "--", "sh", "-c",
+			`redis-cli --no-auth-warning --raw --user "$REDISCLI_USER" -p 26379 SENTINEL FAILOVER "$MASTER_NAME"`)
+		out = strings.TrimSpace(out)
+		if err == nil && (strings.HasPrefix(out, "NOGOODSLAVE") || strings.HasPrefix(out, "INPROG")) {
+			return false, nil
+		}
+		return true, err
+	}); err != nil || !strings.HasPrefix(out, "OK") {
 		t.Fatalf("SENTINEL FAILOVER: %v %q", err, out)
 	}
 	var to string
@@ -334,7 +345,7 @@ func testFailoverWhileOperatorDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	scaledUp = true
-	err = poll(3*time.Minute, 200*time.Millisecond, func() (bool, error) {
+	err := poll(3*time.Minute, 200*time.Millisecond, func() (bool, error) {
 		sc, err := e.getSC(ctx, nsStore, storeSC)
 		if err != nil {
 			return false, err
