@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -20,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/source"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
@@ -39,6 +40,10 @@ const (
 	requeueProblem       = 30 * time.Second
 	requeueSoon          = 2 * time.Second
 	requeueClaims        = 10 * time.Second
+	// requeueTracked is the fallback for a store a Tracker observes: the tracker wakes
+	// the SessionCluster whenever its Observation changes, and store pods are watched,
+	// so this only bounds how long anything missed could go unnoticed.
+	requeueTracked = 10 * time.Minute
 )
 
 // SessionClusterReconciler turns SessionClusters into their children and reports status.
@@ -237,11 +242,28 @@ func (r *SessionClusterReconciler) requeueAfter(p *pass) time.Duration {
 		return requeueProblem
 	case !p.spec.HasStore():
 		return 0
+	case r.tracksStores():
+		return requeueTracked
 	case meta.IsStatusConditionTrue(p.sc.Status.Conditions, sessionv1.ConditionStoreReady):
 		return requeueStoreReady
 	default:
 		return requeueStoreNotReady
 	}
+}
+
+// tracksStores reports whether the observer keeps stores observed by itself.
+func (r *SessionClusterReconciler) tracksStores() bool {
+	_, ok := r.Observer.(store.Tracker)
+	return ok
+}
+
+// storePodOwner maps a store pod to its SessionCluster through the instance label.
+func storePodOwner(_ context.Context, obj client.Object) []reconcile.Request {
+	l := obj.GetLabels()
+	if l[render.LabelManagedBy] != render.ManagedBy || l[render.LabelComponent] != render.ComponentStore || l[render.LabelInstance] == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: l[render.LabelInstance]}}}
 }
 
 func (r *SessionClusterReconciler) now() time.Time {
@@ -283,8 +305,11 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.Owns(k.obj)
 	}
 	if r.Waker != nil {
-		b = b.WatchesRawSource(source.Channel(r.Waker.ch, &handler.EnqueueRequestForObject{}))
+		b = b.WatchesRawSource(r.Waker)
 	}
+	// Store pods: a new or changed one gets its role label at once, not at the next
+	// periodic pass. The cache holds only the operator's store pods.
+	b = b.Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(storePodOwner))
 	b, err := r.watchWired(mgr, b)
 	if err != nil {
 		return err

@@ -35,6 +35,8 @@ type Observation struct {
 	LastSwitch *Switch
 	// Keys is the primary's DBSIZE, when it could be sampled (-1 otherwise).
 	Keys int64
+	// Health is what the Sentinels say about the primary's ability to take writes.
+	Health Health
 }
 
 // Switch is one primary change announced by Sentinel (+switch-master).
@@ -50,4 +52,14 @@ type Switch struct {
 // Observer asks a store's Sentinels about it.
 type Observer interface {
 	Observe(ctx context.Context, t Target) (Observation, error)
+}
+
+// Tracker is an Observer that keeps stores under observation in the background, so a
+// reconcile reads the latest Observation instead of asking the Sentinels itself.
+type Tracker interface {
+	Observer
+	// Latest keeps t tracked and returns its latest Observation and the error of that
+	// assessment without asking anyone; ok is false until the first assessment is done
+	// (the tracker then wakes the SessionCluster).
+	Latest(t Target) (obs Observation, err error, ok bool)
 }
