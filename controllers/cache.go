@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -24,6 +25,11 @@ func CacheOptions(namespaces []string, httpRoutes bool) cache.Options {
 		// The map is keyed by pointer: one entry per kind, or the cache picks either.
 		if _, isConfigMap := obj.(*corev1.ConfigMap); isConfigMap {
 			byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.DigestConfigMapData)}
+			continue
+		}
+		switch obj.(type) {
+		case *appsv1.StatefulSet, *appsv1.Deployment:
+			byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.SlimWorkload)}
 			continue
 		}
 		byObject[obj] = cache.ByObject{Label: owned}

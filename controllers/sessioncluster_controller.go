@@ -83,6 +83,9 @@ type SessionClusterReconciler struct {
 	routeWatchMu sync.Mutex
 	// wired caches the users' workloads the operator wires (see watchWired).
 	wired client.Reader
+	// verified records the cached (slimmed) workloads known to match what was applied.
+	verified     *apply.Verified
+	verifiedOnce sync.Once
 }
 
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
@@ -274,7 +277,8 @@ func (r *SessionClusterReconciler) now() time.Time {
 }
 
 func (r *SessionClusterReconciler) applier() *apply.Applier {
-	return &apply.Applier{Client: r.Client, Live: r.APIReader}
+	r.verifiedOnce.Do(func() { r.verified = apply.NewVerified() })
+	return &apply.Applier{Client: r.Client, Live: r.APIReader, Verified: r.verified}
 }
 
 func (r *SessionClusterReconciler) gatewayAPIInstalled() bool {

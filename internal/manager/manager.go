@@ -123,7 +123,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	waker := controllers.NewWaker()
 	observer, admin := o.Observer, o.Admin
 	if admin == nil && observer == nil {
-		admin = &store.Admin{Timeout: o.ObserveTimeout}
+		admin = &store.Admin{Timeout: o.ObserveTimeout, Dial: o.SentinelDial}
 	}
 	if observer == nil {
 		sentinels := store.NewSentinelObserver(o.ObserveConcurrency, o.ObserveTimeout)

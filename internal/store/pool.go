@@ -228,9 +228,11 @@ func (q *delayQueue) done(key types.NamespacedName) {
 
 func (q *delayQueue) shutdown() {
 	q.mu.Lock()
-	q.stopped = true
-	q.mu.Unlock()
-	close(q.wake)
+	defer q.mu.Unlock()
+	if !q.stopped {
+		q.stopped = true
+		close(q.wake)
+	}
 }
 
 type keyAt struct {

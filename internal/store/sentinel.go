@@ -163,6 +163,7 @@ type storeState struct {
 	last          *Switch
 	lastInferred  bool
 	lastPrimary   string
+	primaries     []string // primary addresses DBSIZE was asked at, whose idle connections Forget closes
 }
 
 // subscription is the one event connection to one Sentinel address, shared by every
@@ -174,9 +175,10 @@ type subscription struct {
 	done               chan struct{}
 
 	// Guarded by o.mu.
-	stores map[types.NamespacedName]*storeState
-	conn   *respConn
-	live   bool
+	stores  map[types.NamespacedName]*storeState
+	conn    *respConn
+	live    bool
+	wasLive bool
 }
 
 func fingerprint(t Target) string {
@@ -431,6 +433,11 @@ func (o *SentinelObserver) assess(ctx context.Context, st *storeState) (Observat
 	}
 	st.mu.Unlock()
 	if primaryAddr != "" {
+		st.mu.Lock()
+		if !containsString(st.primaries, primaryAddr) {
+			st.primaries = append(st.primaries, primaryAddr)
+		}
+		st.mu.Unlock()
 		obs.PrimaryHost = hostOf(primaryAddr)
 		obs.Keys = o.dbsize(ctx, st, primaryAddr)
 	}
@@ -692,18 +699,15 @@ func (o *SentinelObserver) dropLocked(st *storeState) []chan struct{} {
 		}
 	}
 	if o.pool != nil {
+		st.mu.Lock()
+		primaries := append([]string(nil), st.primaries...)
+		st.mu.Unlock()
 		o.pool.closeIdle(func(key string) bool {
 			addr, _, _ := strings.Cut(key, "\x00")
-			return containsString(st.target.Sentinels, addr) || hostOf(addr) == st.lastPrimaryHost()
+			return containsString(st.target.Sentinels, addr) || containsString(primaries, addr)
 		})
 	}
 	return ended
-}
-
-func (st *storeState) lastPrimaryHost() string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.lastPrimary
 }
 
 // Close releases every connection and ends every subscription.
@@ -821,12 +825,17 @@ func (o *SentinelObserver) subscribeOnce(ctx context.Context, s *subscription) b
 	}
 	o.mu.Lock()
 	s.live = true
-	// Announcements may have been missed while unsubscribed: ask the stores again.
-	for key, st := range s.stores {
-		if st.tracked {
-			o.scheduleLocked(key, eventSettle)
+	if s.wasLive {
+		// Announcements may have been missed while unsubscribed: ask the stores again.
+		// (The first subscription needs no such turn: a store still unsettled is asked
+		// again at resyncUnsettled.)
+		for key, st := range s.stores {
+			if st.tracked {
+				o.scheduleLocked(key, eventSettle)
+			}
 		}
 	}
+	s.wasLive = true
 	o.mu.Unlock()
 	for ctx.Err() == nil {
 		v, err := rc.read(0)
