@@ -184,7 +184,11 @@ func (r *SessionClusterReconciler) writeStatus(ctx context.Context, p *pass) (bo
 	if !equality.Semantic.DeepEqual(status, p.sc.Status) {
 		base := p.sc.DeepCopy()
 		p.sc.Status = status
-		if err := r.Status().Patch(ctx, p.sc, client.MergeFrom(base)); err != nil {
+		// Optimistic: a pass that read a SessionCluster older than the last status
+		// written (the cache lags behind a write by a moment, and a pod relabelled or an
+		// Observation changed wakes the next pass at once) must not write, or announce,
+		// what that status already says.
+		if err := r.Status().Patch(ctx, p.sc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				return false, nil
 			}
