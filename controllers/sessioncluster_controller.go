@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"strings"
 	"sync"
 	"time"
@@ -327,5 +330,28 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.ctrl, r.cache = c, mgr.GetCache()
+	return r.forgetDeletedWorkloads(mgr.GetCache())
+}
+
+// forgetDeletedWorkloads drops the verified record of a StatefulSet or Deployment once it
+// is deleted, so the record does not grow with churn.
+func (r *SessionClusterReconciler) forgetDeletedWorkloads(c cache.Cache) error {
+	r.verifiedOnce.Do(func() { r.verified = apply.NewVerified() })
+	for _, obj := range []client.Object{&appsv1.StatefulSet{}, &appsv1.Deployment{}} {
+		inf, err := c.GetInformer(context.Background(), obj)
+		if err != nil {
+			return fmt.Errorf("watching deletions of %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if m, ok := o.(metav1.Object); ok {
+				r.verified.Forget(m.GetUID())
+			}
+		}}); err != nil {
+			return fmt.Errorf("watching deletions of %T: %w", obj, err)
+		}
+	}
 	return nil
 }
