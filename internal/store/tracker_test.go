@@ -244,3 +244,32 @@ func waitFor(d time.Duration, f func() bool) error {
 	}
 	return nil
 }
+
+func TestDelayQueue(t *testing.T) {
+	q := newDelayQueue()
+	defer q.shutdown()
+	ctx := context.Background()
+	a, b := types.NamespacedName{Name: "a"}, types.NamespacedName{Name: "b"}
+	q.addAfter(a, time.Hour)
+	q.addAfter(b, 50*time.Millisecond)
+	q.addAfter(a, 0) // sooner wins; still one entry
+	if k, _ := q.get(ctx); k != a {
+		t.Fatalf("first %v, want a", k)
+	}
+	q.addAfter(a, 0) // while a is worked on: comes back after done
+	start := time.Now()
+	if k, _ := q.get(ctx); k != b || time.Since(start) < 30*time.Millisecond {
+		t.Fatalf("second %v after %s, want b after its delay", k, time.Since(start))
+	}
+	q.done(b)
+	q.done(a)
+	if k, _ := q.get(ctx); k != a {
+		t.Fatalf("third %v, want a again", k)
+	}
+	q.done(a)
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if k, ok := q.get(cctx); ok {
+		t.Fatalf("queue not empty: %v", k)
+	}
+}
