@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap/zapcore"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -550,6 +551,9 @@ func checkTargets(t *testing.T, res results, switches int) {
 	}
 }
 
+// simRevision is the revision the benchmark's store StatefulSets and pods report.
+const simRevision = "store-sim-1"
+
 // measureSwitches makes the store pods of count random stores (envtest runs none), waits
 // for the operator to label them, then announces a switch for each store in turn and
 // times it to the new primary pod carrying the primary role. Latencies in ms, sorted.
@@ -609,8 +613,21 @@ func measureSwitches(t *testing.T, c client.WithWatch, sim *simSentinel, fleet [
 
 	for _, sc := range stores {
 		n := names(sc.Namespace, sc.Name)
+		// What the StatefulSet controller would report once the pods exist: the servers'
+		// StatefulSet settled on one revision, so the operator has no rollout to plan.
+		sts := &appsv1.StatefulSet{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: sc.Namespace, Name: n.Store()}, sts); err != nil {
+			t.Fatal(err)
+		}
+		sts.Status = appsv1.StatefulSetStatus{ObservedGeneration: sts.Generation, Replicas: simReplicas, CurrentReplicas: simReplicas,
+			UpdatedReplicas: simReplicas, CurrentRevision: simRevision, UpdateRevision: simRevision}
+		if err := c.Status().Update(ctx, sts); err != nil {
+			t.Fatal(err)
+		}
+		labels := render.Selector(sc, render.ComponentStore)
+		labels[appsv1.ControllerRevisionHashLabelKey] = simRevision
 		for i := range simReplicas {
-			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: n.StorePod(i), Labels: render.Selector(sc, render.ComponentStore)},
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: n.StorePod(i), Labels: labels},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "redis", Image: "redis:7.0"}}}}
 			if err := c.Create(ctx, pod); err != nil {
 				t.Fatal(err)
