@@ -383,6 +383,23 @@ const (
 )
 
 func TestScale(t *testing.T) {
+	if os.Getenv("SCALE_REPORT_ONLY") == "1" {
+		// Rewrite the docs section from the runs recorded in scale.json, without a run.
+		raw, err := os.ReadFile(filepath.Join(resultsDir(t), "scale.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var file struct {
+			Runs []results `json:"runs"`
+		}
+		if err := json.Unmarshal(raw, &file); err != nil || len(file.Runs) == 0 {
+			t.Fatalf("scale.json holds no runs: %v", err)
+		}
+		if err := writeDoc(os.Getenv("SCALE_DOC"), file.Runs[len(file.Runs)-1], file.Runs); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	n := envInt("SCALE_N", 1000)
 	concurrency := envInt("SCALE_CONCURRENCY", manager.DefaultMaxConcurrentReconciles)
 	idle := envDuration("SCALE_IDLE", 5*time.Minute)
@@ -755,11 +772,25 @@ const (
 // writeDoc replaces the scale section of docs/benchmarks.md with the runs in scale.json:
 // this one, and the other sizes as last measured.
 func writeDoc(path string, r results, runs []results) error {
+	var big results
+	for _, x := range runs {
+		if x.N > big.N {
+			big = x
+		}
+	}
 	mark := func(ok bool) string {
 		if ok {
 			return "met"
 		}
 		return "**missed**"
+	}
+	// measured: the N = 10,000 run got that far (a run that did not converge measured no
+	// idle period and no switch).
+	measured := func(ok bool, has bool) string {
+		if big.N < 10000 || !has {
+			return "not measured at N = 10,000"
+		}
+		return mark(ok)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n## Scale\n\n", docBegin)
@@ -796,36 +827,30 @@ func writeDoc(path string, r results, runs []results) error {
 		}
 		fmt.Fprintf(&b, " %s |\n", target)
 	}
-	big := r
-	for _, x := range runs {
-		if x.N > big.N {
-			big = x
-		}
-	}
 	row("children / stores", func(x results) string { return fmt.Sprintf("%d / %d", x.Objects, x.Stores) }, "")
 	row("converge", func(x results) string {
 		return fmt.Sprintf("%.0f s (%.0f objects/s)", x.ConvergeSeconds, x.ObjectsPerSecond)
 	},
-		"< 900 s: "+mark(big.N >= 10000 && big.NotConverged == 0 && big.ConvergeSeconds < targetConvergeSeconds))
+		"< 900 s: "+measured(big.NotConverged == 0 && big.ConvergeSeconds < targetConvergeSeconds, true))
 	row("reconcile latency during convergence, p50 / p99", func(x results) string {
 		return fmt.Sprintf("%.0f / %.0f ms", x.ReconcileP50Millis, x.ReconcileP99Millis)
 	}, "")
 	row("API requests per reconcile during convergence, reads / writes", func(x results) string {
 		return fmt.Sprintf("%.2f / %.2f", x.ReadsPerReconcile, x.WritesPerReconcile)
 	}, "")
-	row("RSS / heap after convergence", func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSMiB, x.HeapMiB) },
-		"RSS < 500 MiB: "+mark(big.N >= 10000 && big.RSSMiB < targetRSSMiB))
+	row("RSS / heap after convergence (when it stopped, if not converged)", func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSMiB, x.HeapMiB) },
+		"RSS < 500 MiB: "+measured(big.RSSMiB < targetRSSMiB, big.NotConverged == 0))
 	row("RSS / heap after a forced GC", func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSAfterGCMiB, x.HeapAfterGCMiB) }, "")
 	row("idle window (reconciles in it)", func(x results) string { return fmt.Sprintf("%.0f s (%.0f)", x.IdleSeconds, x.IdleReconciles) }, "≥ 300 s")
 	row("writes while idle", func(x results) string { return fmt.Sprintf("%.0f", x.IdleWrites) },
-		"0: "+mark(big.IdleWrites == 0 && big.IdleSeconds >= targetIdleWindowSeconds))
+		"0: "+measured(big.IdleWrites == 0 && big.IdleSeconds >= targetIdleWindowSeconds, big.IdleSeconds > 0))
 	row("API reads while idle (per SessionCluster per 10 min)", func(x results) string {
 		return fmt.Sprintf("%.0f (%.3f)", x.IdleReads, x.IdleReadsPerClusterPer10)
-	}, "< 1: "+mark(big.IdleReadsPerClusterPer10 < targetIdleReadsPer10 && big.IdleSeconds >= targetIdleWindowSeconds))
+	}, "< 1: "+measured(big.IdleReadsPerClusterPer10 < targetIdleReadsPer10 && big.IdleSeconds >= targetIdleWindowSeconds, big.IdleSeconds > 0))
 	row("commands to the Sentinels while idle", func(x results) string { return fmt.Sprintf("%.0f", x.IdleSentinelCommands) }, "")
 	row("`+switch-master` → new primary pod labelled, p50 / p99 / max", func(x results) string {
 		return fmt.Sprintf("%.0f / %.0f / %.0f ms (%d stores)", x.SwitchRelabelP50Millis, x.SwitchRelabelP99Millis, x.SwitchRelabelMaxMillis, x.Switches)
-	}, "p99 < 2 s: "+mark(big.Switches > 0 && big.SwitchRelabelP99Millis < targetSwitchP99Millis))
+	}, "p99 < 2 s: "+measured(big.SwitchRelabelP99Millis < targetSwitchP99Millis, big.Switches > 0))
 	row("Sentinel connections held (subscriptions), cap", func(x results) string {
 		return fmt.Sprintf("%.0f (%.0f), cap %.0f", x.SentinelConnections, x.SentinelSubscriptions, x.SentinelConnectionsCap)
 	}, "report")
