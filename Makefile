@@ -83,4 +83,4 @@ KUBECTL ?= $(shell command -v $(BIN)/k8s/$(K8S_VERSION)/kubectl || command -v ku
 
 .PHONY: bench-scale
 bench-scale: envtest-assets ## A fleet of SessionClusters (SCALE_N, default 1000) on one manager; writes bin/results/scale.json.
-	SCALE_DOC=$(CURDIR)/docs/benchmarks.md KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -tags scale ./test/scale/ -run TestScale -count=1 -timeout 30m -v
+	SCALE_DOC=$(CURDIR)/docs/benchmarks.md KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -tags scale ./test/scale/ -run TestScale -count=1 -timeout 120m -v

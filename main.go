@@ -12,6 +12,7 @@ import (
 
 	"github.com/sessionops/session-operator/internal/manager"
 	"github.com/sessionops/session-operator/internal/render"
+	"github.com/sessionops/session-operator/internal/store"
 )
 
 func main() {
@@ -28,6 +29,9 @@ func main() {
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", manager.DefaultMaxConcurrentReconciles, "SessionClusters reconciled in parallel.")
 	flag.IntVar(&o.ObserveConcurrency, "store-observe-concurrency", 8, "Stores whose Sentinels are asked at once.")
 	flag.DurationVar(&o.ObserveTimeout, "store-observe-timeout", 2*time.Second, "Timeout of one question to one Sentinel.")
+	flag.DurationVar(&o.ObserveInterval, "store-observe-interval", store.DefaultResync, "How often a settled store's Sentinels are asked again when none of them announced anything.")
+	flag.IntVar(&o.SentinelConnections, "sentinel-max-connections", store.DefaultMaxConnections, "Cap on the connections the store observer holds to Sentinels and primaries (subscriptions and queries).")
+	flag.IntVar(&o.SentinelWatchers, "sentinel-subscriptions-per-store", manager.DefaultSentinelWatchers, "How many of each store's Sentinels the observer subscribes to; 0 subscribes to all.")
 	flag.StringVar(&o.ClusterDomain, "cluster-domain", render.DefaultClusterDomain, "The cluster's DNS domain.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to manage; empty manages all.")
 	flag.StringVar(&o.OperatorNamespace, "operator-namespace", "", "Namespace of the operator's pods, which the stores' NetworkPolicies admit; empty: the namespace this pod runs in.")

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -19,11 +20,20 @@ import (
 func CacheOptions(namespaces []string, httpRoutes bool) cache.Options {
 	owned := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy})
 	storePods := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy, render.LabelComponent: render.ComponentStore})
-	byObject := map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: storePods}}
+	byObject := map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: storePods, Transform: chain(cache.TransformStripManagedFields(), slimPod)}}
 	for _, obj := range ChildObjects() {
+		// The map is keyed by pointer: one entry per kind, or the cache picks either.
+		if _, isConfigMap := obj.(*corev1.ConfigMap); isConfigMap {
+			byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.DigestConfigMapData)}
+			continue
+		}
+		switch obj.(type) {
+		case *appsv1.StatefulSet, *appsv1.Deployment:
+			byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.SlimWorkload)}
+			continue
+		}
 		byObject[obj] = cache.ByObject{Label: owned}
 	}
-	byObject[&corev1.ConfigMap{}] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.DigestConfigMapData)}
 	if httpRoutes {
 		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: owned}
 	}
@@ -35,6 +45,21 @@ func CacheOptions(namespaces []string, httpRoutes bool) cache.Options {
 		}
 	}
 	return o
+}
+
+// slimPod keeps of a store pod what the operator reads (labels, annotations, owners,
+// deletion, readiness, phase): the role label, the rollout's revisions and readiness.
+// The spec is the StatefulSet's, which the cache holds once.
+func slimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Pod{
+		TypeMeta:   pod.TypeMeta,
+		ObjectMeta: pod.ObjectMeta,
+		Status:     corev1.PodStatus{Phase: pod.Status.Phase, Conditions: pod.Status.Conditions, PodIP: pod.Status.PodIP},
+	}, nil
 }
 
 // chain runs transforms in order; a ByObject transform replaces the default one, so the

@@ -37,13 +37,27 @@ func (r *SessionClusterReconciler) observeStore(ctx context.Context, p *pass) er
 	if p.storeSet == nil || p.sentinelSet == nil || p.inputs.Internal.Operator == "" {
 		return nil
 	}
-	obs, err := r.Observer.Observe(ctx, store.Target{
+	target := store.Target{
 		Cluster:    client.ObjectKeyFromObject(p.sc),
 		MasterName: n.MasterName(),
 		Sentinels:  render.HostPorts(n.SentinelHosts(p.spec.Store.Sentinel.Replicas), render.SentinelPort),
 		Username:   render.UserOperator,
 		Password:   p.inputs.Internal.Operator,
-	})
+	}
+	var obs store.Observation
+	if tr, ok := r.Observer.(store.Tracker); ok {
+		// Observed off the reconcile path: read the latest, dial nothing. Before the first
+		// assessment the store counts as not observed yet; the tracker wakes this
+		// SessionCluster when it is done.
+		var seen bool
+		obs, err, seen = tr.Latest(target)
+		if !seen && err == nil {
+			p.storeObserved = false
+			return nil
+		}
+	} else {
+		obs, err = r.Observer.Observe(ctx, target)
+	}
 	p.observed, p.observeErr = &obs, err
 	if err != nil {
 		log.FromContext(ctx).V(1).Info("store not observed", "reason", err.Error())

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -20,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/source"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
@@ -39,6 +43,10 @@ const (
 	requeueProblem       = 30 * time.Second
 	requeueSoon          = 2 * time.Second
 	requeueClaims        = 10 * time.Second
+	// requeueTracked is the fallback for a store a Tracker observes: the tracker wakes
+	// the SessionCluster whenever its Observation changes, and store pods are watched,
+	// so this only bounds how long anything missed could go unnoticed.
+	requeueTracked = 10 * time.Minute
 )
 
 // SessionClusterReconciler turns SessionClusters into their children and reports status.
@@ -80,6 +88,9 @@ type SessionClusterReconciler struct {
 	routeWatchMu sync.Mutex
 	// wired caches the users' workloads the operator wires (see watchWired).
 	wired client.Reader
+	// verified records the cached (slimmed) workloads known to match what was applied.
+	verified     *apply.Verified
+	verifiedOnce sync.Once
 }
 
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
@@ -179,9 +190,10 @@ func (r *SessionClusterReconciler) writeStatus(ctx context.Context, p *pass) (bo
 	if !equality.Semantic.DeepEqual(status, p.sc.Status) {
 		base := p.sc.DeepCopy()
 		p.sc.Status = status
-		// Optimistic lock: a pass that read a SessionCluster older than the last status
-		// written (the cache lags the previous pass's write) would otherwise overwrite it
-		// and announce the same failover again.
+		// Optimistic: a pass that read a SessionCluster older than the last status
+		// written (the cache lags behind a write by a moment, and a pod relabelled or an
+		// Observation changed wakes the next pass at once) must not write, or announce,
+		// what that status already says.
 		if err := r.Status().Patch(ctx, p.sc, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 				return false, nil
@@ -243,11 +255,28 @@ func (r *SessionClusterReconciler) requeueAfter(p *pass) time.Duration {
 		return requeueProblem
 	case !p.spec.HasStore():
 		return 0
+	case r.tracksStores():
+		return requeueTracked
 	case meta.IsStatusConditionTrue(p.sc.Status.Conditions, sessionv1.ConditionStoreReady):
 		return requeueStoreReady
 	default:
 		return requeueStoreNotReady
 	}
+}
+
+// tracksStores reports whether the observer keeps stores observed by itself.
+func (r *SessionClusterReconciler) tracksStores() bool {
+	_, ok := r.Observer.(store.Tracker)
+	return ok
+}
+
+// storePodOwner maps a store pod to its SessionCluster through the instance label.
+func storePodOwner(_ context.Context, obj client.Object) []reconcile.Request {
+	l := obj.GetLabels()
+	if l[render.LabelManagedBy] != render.ManagedBy || l[render.LabelComponent] != render.ComponentStore || l[render.LabelInstance] == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: l[render.LabelInstance]}}}
 }
 
 func (r *SessionClusterReconciler) now() time.Time {
@@ -258,7 +287,8 @@ func (r *SessionClusterReconciler) now() time.Time {
 }
 
 func (r *SessionClusterReconciler) applier() *apply.Applier {
-	return &apply.Applier{Client: r.Client, Live: r.APIReader}
+	r.verifiedOnce.Do(func() { r.verified = apply.NewVerified() })
+	return &apply.Applier{Client: r.Client, Live: r.APIReader, Verified: r.verified}
 }
 
 func (r *SessionClusterReconciler) gatewayAPIInstalled() bool {
@@ -289,8 +319,11 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.Owns(k.obj)
 	}
 	if r.Waker != nil {
-		b = b.WatchesRawSource(source.Channel(r.Waker.ch, &handler.EnqueueRequestForObject{}))
+		b = b.WatchesRawSource(r.Waker)
 	}
+	// Store pods: a new or changed one gets its role label at once, not at the next
+	// periodic pass. The cache holds only the operator's store pods.
+	b = b.Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(storePodOwner))
 	b, err := r.watchWired(mgr, b)
 	if err != nil {
 		return err
@@ -300,5 +333,28 @@ func (r *SessionClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.ctrl, r.cache = c, mgr.GetCache()
+	return r.forgetDeletedWorkloads(mgr.GetCache())
+}
+
+// forgetDeletedWorkloads drops the verified record of a StatefulSet or Deployment once it
+// is deleted, so the record does not grow with churn.
+func (r *SessionClusterReconciler) forgetDeletedWorkloads(c cache.Cache) error {
+	r.verifiedOnce.Do(func() { r.verified = apply.NewVerified() })
+	for _, obj := range []client.Object{&appsv1.StatefulSet{}, &appsv1.Deployment{}} {
+		inf, err := c.GetInformer(context.Background(), obj)
+		if err != nil {
+			return fmt.Errorf("watching deletions of %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if m, ok := o.(metav1.Object); ok {
+				r.verified.Forget(m.GetUID())
+			}
+		}}); err != nil {
+			return fmt.Errorf("watching deletions of %T: %w", obj, err)
+		}
+	}
 	return nil
 }

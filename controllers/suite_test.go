@@ -43,7 +43,7 @@ var (
 	users = &fakeUsers{failing: map[string]bool{}}
 	// managerWrites counts the manager's own write requests, not the tests'.
 	managerWrites = &testenv.Counter{}
-	waker         = NewWaker(16)
+	waker         = NewWaker()
 	scheme        = runtime.NewScheme()
 	nsCounter     atomic.Int64
 )

@@ -58,6 +58,9 @@ func IsConflict(err error) bool {
 type Applier struct {
 	Client client.Client
 	Live   client.Reader
+	// Verified records the slimmed workloads known to be up to date (see SlimWorkload);
+	// nil reads every slimmed workload whole.
+	Verified *Verified
 }
 
 // Check returns a ConflictError when an object named like desired exists and is not
@@ -91,8 +94,14 @@ func (a *Applier) Apply(ctx context.Context, owner metav1.Object, desired client
 // (nil when there is none). Callers that check every child before writing any use it.
 func (a *Applier) ApplyOver(ctx context.Context, desired, current client.Object) (Outcome, error) {
 	stamp(desired)
-	if current != nil && UpToDate(desired, current) {
-		return Unchanged, nil
+	if current != nil {
+		ok, err := a.upToDate(ctx, desired, current)
+		if err != nil {
+			return Unchanged, err
+		}
+		if ok {
+			return Unchanged, nil
+		}
 	}
 	u, err := toApplyConfiguration(a.Client, desired)
 	if err != nil {
@@ -101,10 +110,56 @@ func (a *Applier) ApplyOver(ctx context.Context, desired, current client.Object)
 	if err := a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return Unchanged, err
 	}
+	a.recordWritten(desired, u)
 	if current == nil {
 		return Created, nil
 	}
 	return Updated, nil
+}
+
+// upToDate is UpToDate, reading a slimmed workload whole when the cached one cannot say.
+func (a *Applier) upToDate(ctx context.Context, desired, current client.Object) (bool, error) {
+	digest, slim := current.GetAnnotations()[AnnotationSpecDigest]
+	if !slim {
+		return UpToDate(desired, current), nil
+	}
+	if desired.GetAnnotations()[render.AnnotationSpecHash] != current.GetAnnotations()[render.AnnotationSpecHash] {
+		return false, nil
+	}
+	if a.Verified.has(current.GetUID(), digest) {
+		return metadataUpToDate(desired, current), nil
+	}
+	full, ok := desired.DeepCopyObject().(client.Object)
+	if !ok || a.Live == nil {
+		return false, nil
+	}
+	if err := a.Live.Get(ctx, client.ObjectKeyFromObject(current), full); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading %s %s: %w", kindOf(a.Client, desired), desired.GetName(), err)
+	}
+	if !UpToDate(desired, full) {
+		return false, nil
+	}
+	a.Verified.put(full.GetUID(), specDigestOf(full))
+	return true, nil
+}
+
+// recordWritten remembers a written workload as verified, from the apply's reply (the
+// object as stored).
+func (a *Applier) recordWritten(desired client.Object, reply *unstructured.Unstructured) {
+	if a.Verified == nil || reply == nil || reply.GetUID() == "" {
+		return
+	}
+	stored, ok := desired.DeepCopyObject().(client.Object)
+	if !ok || specDigestOf(stored) == "" {
+		return
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(reply.Object, stored); err != nil {
+		return
+	}
+	a.Verified.put(stored.GetUID(), specDigestOf(stored))
 }
 
 // current is the stored object named like desired, or nil.
@@ -144,12 +199,7 @@ func stamp(desired client.Object) {
 // operator leaves empty are the apiserver's or other controllers' to fill, so they are
 // not compared; a spec-hash mismatch means the operator's own intent changed.
 func UpToDate(desired, current client.Object) bool {
-	if desired.GetAnnotations()[render.AnnotationSpecHash] != current.GetAnnotations()[render.AnnotationSpecHash] {
-		return false
-	}
-	if !equality.Semantic.DeepDerivative(desired.GetLabels(), current.GetLabels()) ||
-		!equality.Semantic.DeepDerivative(desired.GetAnnotations(), current.GetAnnotations()) ||
-		!equality.Semantic.DeepDerivative(desired.GetOwnerReferences(), current.GetOwnerReferences()) {
+	if !metadataUpToDate(desired, current) {
 		return false
 	}
 	want, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
@@ -177,6 +227,16 @@ func UpToDate(desired, current client.Object) bool {
 		}
 	}
 	return true
+}
+
+// metadataUpToDate compares the spec-hash, labels, annotations and owners.
+func metadataUpToDate(desired, current client.Object) bool {
+	if desired.GetAnnotations()[render.AnnotationSpecHash] != current.GetAnnotations()[render.AnnotationSpecHash] {
+		return false
+	}
+	return equality.Semantic.DeepDerivative(desired.GetLabels(), current.GetLabels()) &&
+		equality.Semantic.DeepDerivative(desired.GetAnnotations(), current.GetAnnotations()) &&
+		equality.Semantic.DeepDerivative(desired.GetOwnerReferences(), current.GetOwnerReferences())
 }
 
 // payloadFields are the top-level fields that carry an object's content (as opposed to

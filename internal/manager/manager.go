@@ -4,7 +4,6 @@
 package manager
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -18,7 +17,6 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -38,14 +36,20 @@ func init() {
 }
 
 // Defaults of the manager's flags that the scale benchmark also runs with (docs/benchmarks.md).
-// Two workers writing up to 16 children each at once keep a creation storm's reconciles
-// short without starving throughput; the QPS allows a thousand SessionClusters to converge
-// in about a minute, and the apiserver's priority and fairness still applies.
+// Creating a SessionCluster costs about 24 requests (a read to make sure no stranger owns
+// each child's name, its server-side apply, status): at 100 QPS ten thousand of them need
+// 40 minutes of the rate limiter alone, so the limit is 300 and four workers keep it busy
+// while each waits on the apiserver; the apiserver's priority and fairness still applies.
 const (
-	DefaultMaxConcurrentReconciles = 2
-	DefaultQPS                     = 100
-	DefaultBurst                   = 200
+	DefaultMaxConcurrentReconciles = 4
+	DefaultQPS                     = 300
+	DefaultBurst                   = 600
 )
+
+// DefaultSentinelWatchers is how many of each store's Sentinels the observer subscribes
+// to by default: all of them (0), so a failover's start is seen by whichever Sentinel
+// leads it; the cap (--sentinel-max-connections) bounds the total.
+const DefaultSentinelWatchers = 0
 
 // DefaultGCPercent is the manager's GOGC unless the environment sets one. Most of its heap
 // is the long-lived cache of children, so collecting at half the live heap instead of the
@@ -66,8 +70,19 @@ type Options struct {
 	MaxConcurrentReconciles           int
 	ObserveConcurrency                int
 	ObserveTimeout                    time.Duration
-	ClusterDomain                     string
-	Namespaces                        []string
+	// ObserveInterval is how often a settled store is asked again without any
+	// announcement from its Sentinels (0: store.DefaultResync).
+	ObserveInterval time.Duration
+	// SentinelConnections caps the connections the observer holds (0:
+	// store.DefaultMaxConnections); SentinelWatchers is how many of each store's
+	// Sentinels it subscribes to (0: all).
+	SentinelConnections int
+	SentinelWatchers    int
+	// SentinelDial, when set, opens the observer's connections: the scale benchmark maps
+	// the stores' addresses to a simulated Sentinel with it. Never set in production.
+	SentinelDial  store.DialFunc
+	ClusterDomain string
+	Namespaces    []string
 	// OperatorNamespace is where the operator's pods run; the stores' NetworkPolicies
 	// admit the operator from there only.
 	OperatorNamespace string
@@ -106,21 +121,23 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	waker := controllers.NewWaker(1024)
+	waker := controllers.NewWaker()
 	observer, admin := o.Observer, o.Admin
 	if admin == nil && observer == nil {
-		admin = &store.Admin{Timeout: o.ObserveTimeout}
+		admin = &store.Admin{Timeout: o.ObserveTimeout, Dial: o.SentinelDial}
 	}
 	if observer == nil {
 		sentinels := store.NewSentinelObserver(o.ObserveConcurrency, o.ObserveTimeout)
 		sentinels.Notify = waker.Wake
+		sentinels.MaxConnections = o.SentinelConnections
+		sentinels.WatchersPerStore = o.SentinelWatchers
+		sentinels.Resync = o.ObserveInterval
+		sentinels.Dial = o.SentinelDial
 		observer = sentinels
 		store.RouteRedisLogs(ctrl.Log)
-		// Close the Sentinel connections and subscriptions when the manager stops.
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-			<-ctx.Done()
-			return sentinels.Close()
-		})); err != nil {
+		registerObserverMetrics(sentinels)
+		// The observation workers run with the manager; stopping closes every connection.
+		if err := mgr.Add(sentinels); err != nil {
 			return nil, err
 		}
 	}

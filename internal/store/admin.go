@@ -21,6 +21,9 @@ type Admin struct {
 	Timeout time.Duration
 	// ClientName names the connections; empty means DefaultClientName.
 	ClientName string
+	// Dial opens connections; nil dials the address (the scale benchmark maps addresses
+	// to its simulated Sentinel, as for the observer).
+	Dial DialFunc
 }
 
 // Server is what one Redis server reports about replication.
@@ -66,7 +69,7 @@ func (a *Admin) client(addr string, t Target) *redis.Client {
 	return redis.NewClient(&redis.Options{
 		Addr: addr, Username: t.Username, Password: t.Password, ClientName: name, Protocol: 2,
 		DialTimeout: a.timeout(), ReadTimeout: a.timeout(), WriteTimeout: a.timeout(),
-		DialerRetries: 1, PoolSize: 1, MaxRetries: -1,
+		DialerRetries: 1, PoolSize: 1, MaxRetries: -1, Dialer: a.Dial,
 	})
 }
 

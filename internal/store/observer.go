@@ -53,3 +53,13 @@ type Switch struct {
 type Observer interface {
 	Observe(ctx context.Context, t Target) (Observation, error)
 }
+
+// Tracker is an Observer that keeps stores under observation in the background, so a
+// reconcile reads the latest Observation instead of asking the Sentinels itself.
+type Tracker interface {
+	Observer
+	// Latest keeps t tracked and returns its latest Observation and the error of that
+	// assessment without asking anyone; ok is false until the first assessment is done
+	// (the tracker then wakes the SessionCluster).
+	Latest(t Target) (obs Observation, err error, ok bool)
+}

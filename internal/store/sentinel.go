@@ -4,15 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
-	"slices"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -20,7 +20,8 @@ import (
 // CLIENT LIST on a Sentinel or a server tells them apart from the apps'.
 const DefaultClientName = "session-operator"
 
-// The Sentinel event channels the observer follows.
+// The Sentinel event channels the observer follows for the switch record; HealthEvents
+// are followed as well.
 const (
 	chSwitchMaster = "+switch-master"
 	chSdown        = "+sdown"
@@ -29,95 +30,272 @@ const (
 	chTryFailover  = "+try-failover"
 )
 
-// watchIdle is how long a subscription may stay silent before it is pinged.
-const watchIdle = 15 * time.Second
-
 // staleEpisode bounds how long before a switch its +sdown or +try-failover may be.
 const staleEpisode = 10 * time.Minute
 
-// SentinelObserver asks a store's Sentinels over the network, and follows what they
-// announce.
+// Defaults of the observer's bounds (the manager's flags).
+const (
+	// DefaultMaxConnections caps the connections the observer holds: one subscription per
+	// watched Sentinel, plus the query connections of the workers. A subscription costs
+	// a few KiB in the manager (a 512-byte buffer, a parked goroutine) and none of its CPU
+	// while the Sentinel is quiet.
+	DefaultMaxConnections = 16384
+	// DefaultResync is how often a store whose Sentinels are all subscribed to is asked
+	// again although none of them announced anything.
+	DefaultResync = 5 * time.Minute
+)
+
+const (
+	// resyncUnsettled is how often a store is asked again while it has no primary or
+	// not every watched Sentinel is subscribed to.
+	resyncUnsettled = 30 * time.Second
+	// retryMin and retryMax bound the backoff for a store no Sentinel of which answers,
+	// and for a subscription that cannot be made.
+	retryMin = 2 * time.Second
+	retryMax = 5 * time.Minute
+	// eventSettle lets a burst of announcements (a failover makes a dozen) end in one
+	// re-assessment.
+	eventSettle = 200 * time.Millisecond
+)
+
+// DialFunc opens a connection. The scale benchmark maps the stores' addresses to a
+// simulated Sentinel with one; nil dials the address.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// SentinelObserver follows every store's Sentinels at a bounded cost, off the reconcile
+// path.
 //
-// Polling: Observe asks every Sentinel of the store for the primary (at once, each
-// bounded by Timeout) and reports the answer most of them give; a tie goes to the
-// primary reported last time, else to the smallest address, so the same answers always
-// give the same primary. It also samples the primary's DBSIZE.
+// Assessing a store asks each of its Sentinels SENTINEL MASTER and SENTINEL REPLICAS (at
+// once, each bounded by Timeout) and samples the primary's DBSIZE. The primary is the
+// address most Sentinels name; a tie goes to the primary reported last time, else to the
+// smallest address, so the same answers always give the same primary. Health comes from
+// the same replies (assessHealth).
 //
-// Events: the first Observe of a store subscribes to each of its Sentinels (+sdown,
-// -sdown, +odown, +try-failover, +switch-master), each subscription re-established with
-// backoff when it fails. Every Sentinel, not one: the leader of a failover is the only
-// one to announce +try-failover, and the first +sdown of any of them is the best
-// estimate of when the primary went away. The first +switch-master becomes
-// Observation.LastSwitch and calls Notify, so a controller can reconcile at once instead
-// of at its next resync; the other Sentinels' announcements of the same switch are
-// ignored. A switch is timed as described at switchDuration.
+// Events: each Sentinel address has at most one subscription connection, whatever the
+// number of stores it serves, to +switch-master, +sdown, -sdown, +odown, +try-failover
+// and HealthEvents; its messages are dispatched by master name. A store watches
+// WatchersPerStore of its Sentinels (all by default: the leader of a failover is the only
+// one to announce +try-failover, and the first +sdown of any of them is the best estimate
+// of when the primary went away). The first +switch-master of a switch becomes the
+// store's primary and LastSwitch at once and calls Notify; every announcement schedules a
+// re-assessment shortly after. A subscription that fails is made again with a jittered
+// exponential backoff up to retryMax, so unreachable Sentinels cost a dial every few
+// minutes, not every few seconds. Dead peers are found by TCP keepalive, not by pings.
 //
-// At most Concurrency stores are asked at once, so a thousand SessionClusters cannot open
-// a thousand connections in one burst. Each store holds, until Forget or Close, one
-// connection per Sentinel for questions, one per Sentinel for its subscription (each
-// with one goroutine) and one to its primary.
+// Tracking (Latest, after Start): Concurrency workers assess the tracked stores, each
+// again after Resync while it is settled and watched, sooner while it is not, with
+// backoff while no Sentinel answers; a reconcile reads the latest Observation without
+// dialing, and Notify is called only when an Observation changed (the key count aside).
+//
+// Connections: at most MaxConnections at once. Query connections come from a shared
+// pool sized for the workers (idle ones are kept, a few per worker, least recently used
+// closed first); subscriptions take the rest, and a store whose subscription waits for a
+// free slot is asked at the unsettled interval instead. Observe asks one store at once,
+// synchronously, with the same machinery (the data-path harness uses it).
 type SentinelObserver struct {
-	// Timeout bounds one question to one server.
+	// Timeout bounds one question to one server, and one dial.
 	Timeout time.Duration
-	// Notify, when set, is called with the store's SessionCluster when its Sentinels
-	// announce a new primary (+switch-master), once per switch, and at every HealthEvents
-	// announcement about the store's servers, so its Health is assessed again at once. It runs on a watcher
-	// goroutine and must not block (a non-blocking send on a buffered channel, a
-	// workqueue Add).
+	// Notify, when set, is called with the store's SessionCluster when its Observation
+	// changed: a new primary announced (+switch-master, at once) or an assessment that
+	// differs from the last. It must not block.
 	Notify func(types.NamespacedName)
 	// ClientName is sent as CLIENT SETNAME on every connection; DefaultClientName if empty.
 	ClientName string
+	// Dial opens connections; nil dials with TCP keepalive.
+	Dial DialFunc
+	// MaxConnections caps the connections held at once; 0 is DefaultMaxConnections.
+	MaxConnections int
+	// WatchersPerStore is how many of a store's Sentinels are subscribed to; 0 is all.
+	WatchersPerStore int
+	// Resync is how often a settled, watched store is asked again; 0 is DefaultResync.
+	Resync time.Duration
 
-	sem chan struct{}
-	now func() time.Time
+	concurrency int
+	sem         chan struct{} // bounds stores asked at once
+	now         func() time.Time
 
-	mu     sync.Mutex
-	stores map[types.NamespacedName]*storeState
-	closed bool
+	initOnce sync.Once
+	pool     *connPool
+	subSlots chan struct{}
+
+	mu      sync.Mutex
+	stores  map[types.NamespacedName]*storeState
+	subs    map[string]*subscription
+	closed  bool
+	queue   *delayQueue // nil until Start
+	pending map[types.NamespacedName]time.Duration
 }
 
 // NewSentinelObserver returns an observer asking at most concurrency stores at once.
 func NewSentinelObserver(concurrency int, timeout time.Duration) *SentinelObserver {
+	concurrency = max(1, concurrency)
 	return &SentinelObserver{
-		Timeout: timeout,
-		sem:     make(chan struct{}, max(1, concurrency)),
-		now:     time.Now,
-		stores:  map[types.NamespacedName]*storeState{},
+		Timeout:     timeout,
+		concurrency: concurrency,
+		sem:         make(chan struct{}, concurrency),
+		now:         time.Now,
+		stores:      map[types.NamespacedName]*storeState{},
+		subs:        map[string]*subscription{},
+		pending:     map[types.NamespacedName]time.Duration{},
 	}
 }
 
 // storeState is what the observer keeps for one store.
 type storeState struct {
-	key    types.NamespacedName
-	master string
-	fp     string // fingerprint of the target: a change starts over
+	key     types.NamespacedName
+	master  string
+	fp      string // fingerprint of the target: a change starts over
+	target  Target
+	watched []string // Sentinels subscribed to for this store
 
-	sentinels []string
-	clients   map[string]*redis.SentinelClient
+	// Guarded by o.mu.
+	tracked bool
 
-	primaryAddr   string
-	primaryClient *redis.Client
-
-	cancel context.CancelFunc
-	done   chan struct{} // closed when every watcher has ended
-
-	// Guarded by mu: written by the watchers, read by Observe.
+	// Guarded by mu: written by the subscriptions and the assessments.
 	mu            sync.Mutex
-	subs          map[string]*redis.PubSub // open subscriptions by Sentinel
-	watching      map[string]bool          // Sentinels subscribed to
+	assessed      bool
+	obs           Observation
+	err           error
+	failures      int // assessments in a row no Sentinel answered
 	downAfter     time.Duration
 	downSince     map[string]time.Time // primary host -> first +sdown (or +odown) seen
 	failoverStart map[string]time.Time // primary host -> first +try-failover seen
 	last          *Switch
 	lastInferred  bool
 	lastPrimary   string
+	primaries     []string // primary addresses DBSIZE was asked at, whose idle connections Forget closes
+}
+
+// subscription is the one event connection to one Sentinel address, shared by every
+// store that watches it.
+type subscription struct {
+	addr               string
+	username, password string
+	cancel             context.CancelFunc
+	done               chan struct{}
+
+	// Guarded by o.mu.
+	stores  map[types.NamespacedName]*storeState
+	conn    *respConn
+	live    bool
+	wasLive bool
 }
 
 func fingerprint(t Target) string {
 	return t.MasterName + "\x00" + strings.Join(t.Sentinels, ",") + "\x00" + t.Username + "\x00" + t.Password
 }
 
-// Observe asks every Sentinel of t for the primary; the answer most Sentinels give wins.
+func (o *SentinelObserver) init() {
+	o.initOnce.Do(func() {
+		maxConns := o.MaxConnections
+		if maxConns <= 0 {
+			maxConns = DefaultMaxConnections
+		}
+		// The workers' questions: every Sentinel of a store and its primary at once.
+		query := min(max(4, o.concurrency*4), max(1, maxConns/2))
+		o.pool = newConnPool(query)
+		o.subSlots = make(chan struct{}, max(1, maxConns-query))
+	})
+}
+
+func (o *SentinelObserver) dialer() DialFunc {
+	if o.Dial != nil {
+		return o.Dial
+	}
+	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3}}
+	return d.DialContext
+}
+
+func (o *SentinelObserver) clientName() string {
+	if o.ClientName != "" {
+		return o.ClientName
+	}
+	return DefaultClientName
+}
+
+// Start runs the workers that keep the tracked stores observed until ctx ends. It is a
+// manager Runnable.
+func (o *SentinelObserver) Start(ctx context.Context) error {
+	o.init()
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return errors.New("sentinel observer closed")
+	}
+	q := newDelayQueue()
+	o.queue = q
+	for k, d := range o.pending {
+		q.addAfter(k, d)
+	}
+	o.pending = nil
+	o.mu.Unlock()
+	var wg sync.WaitGroup
+	for range o.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				key, ok := q.get(ctx)
+				if !ok {
+					return
+				}
+				o.assessTracked(ctx, key)
+				q.done(key)
+			}
+		}()
+	}
+	<-ctx.Done()
+	q.shutdown()
+	wg.Wait()
+	return o.Close()
+}
+
+// schedule asks for an assessment of the store after d; before Start it is remembered.
+func (o *SentinelObserver) schedule(key types.NamespacedName, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.scheduleLocked(key, d)
+}
+
+func (o *SentinelObserver) scheduleLocked(key types.NamespacedName, d time.Duration) {
+	switch {
+	case o.closed:
+	case o.queue != nil:
+		o.queue.addAfter(key, d)
+	default:
+		if prev, ok := o.pending[key]; !ok || d < prev {
+			o.pending[key] = d
+		}
+	}
+}
+
+// Latest keeps the store tracked and returns its latest Observation without asking
+// anyone; ok is false until its first assessment, which it schedules. Notify is called
+// when that assessment is done.
+func (o *SentinelObserver) Latest(t Target) (obs Observation, err error, ok bool) {
+	st, err := o.state(t, true)
+	if err != nil {
+		return Observation{Keys: -1}, err, false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.assessed {
+		return Observation{Keys: -1}, nil, false
+	}
+	return st.snapshot(), st.err, true
+}
+
+func (st *storeState) snapshot() Observation {
+	obs := st.obs
+	if obs.LastSwitch != nil {
+		s := *obs.LastSwitch
+		obs.LastSwitch = &s
+	}
+	obs.Health.OtherPrimaries = append([]string(nil), obs.Health.OtherPrimaries...)
+	return obs
+}
+
+// Observe asks every Sentinel of t now, and records the answer as the store's latest.
 func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, error) {
 	select {
 	case o.sem <- struct{}{}:
@@ -125,62 +303,125 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 	case <-ctx.Done():
 		return Observation{Keys: -1}, ctx.Err()
 	}
-	st, err := o.state(t)
+	st, err := o.state(t, false)
 	if err != nil {
 		return Observation{Keys: -1}, err
 	}
-	obs := Observation{Keys: -1}
+	return o.assess(ctx, st)
+}
 
-	type answer struct {
-		addr string // primary host:port, empty when the Sentinel knows none
-		err  error
-		// SENTINEL MASTER and SENTINEL REPLICAS (see assessHealth); master nil when not answered.
-		master   map[string]string
-		replicas []map[string]string
+// assessTracked is one worker's turn on a store: ask, then schedule the next turn.
+func (o *SentinelObserver) assessTracked(ctx context.Context, key types.NamespacedName) {
+	o.mu.Lock()
+	st := o.stores[key]
+	o.mu.Unlock()
+	if st == nil || ctx.Err() != nil {
+		return
 	}
-	answers := make([]answer, len(st.sentinels))
+	select {
+	case o.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	obs, err := o.assess(ctx, st)
+	<-o.sem
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stores[key] != st || !st.tracked {
+		return
+	}
+	o.scheduleLocked(key, o.nextCheck(st, obs, err))
+}
+
+// nextCheck is when a store is asked again; o.mu is held.
+func (o *SentinelObserver) nextCheck(st *storeState, obs Observation, err error) time.Duration {
+	st.mu.Lock()
+	failures := st.failures
+	st.mu.Unlock()
+	if err != nil && obs.SentinelsReachable == 0 {
+		return backoff(failures)
+	}
+	if obs.PrimaryHost == "" || obs.SentinelsReachable < len(st.target.Sentinels) {
+		return resyncUnsettled
+	}
+	for _, addr := range st.watched {
+		if s := o.subs[addr]; s == nil || !s.live {
+			return resyncUnsettled
+		}
+	}
+	if o.Resync > 0 {
+		return jitter(o.Resync)
+	}
+	return jitter(DefaultResync)
+}
+
+// backoff is retryMin doubled per failure in a row, at most retryMax, jittered.
+func backoff(failures int) time.Duration {
+	d := retryMin
+	for i := 1; i < failures && d < retryMax; i++ {
+		d *= 2
+	}
+	return jitter(min(d, retryMax))
+}
+
+// jitter spreads d over [0.8d, 1.2d) so that stores created together are not asked
+// together for ever.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// sentinelReply is what one Sentinel said about one store.
+type sentinelReply struct {
+	master   map[string]string // nil when it does not know the master
+	replicas []map[string]string
+	err      error // the Sentinel could not be asked
+}
+
+// assess asks every Sentinel of the store and samples its primary, records the result
+// and calls Notify when the Observation changed.
+func (o *SentinelObserver) assess(ctx context.Context, st *storeState) (Observation, error) {
+	t := st.target
+	replies := make([]sentinelReply, len(t.Sentinels))
 	var wg sync.WaitGroup
-	for i, addr := range st.sentinels {
+	for i, addr := range t.Sentinels {
 		wg.Add(1)
-		go func(i int, c *redis.SentinelClient) {
+		go func() {
 			defer wg.Done()
-			qctx, cancel := context.WithTimeout(ctx, o.timeout())
-			defer cancel()
-			res, err := c.GetMasterAddrByName(qctx, t.MasterName).Result()
-			switch {
-			case errors.Is(err, redis.Nil):
-				answers[i] = answer{}
-			case err != nil:
-				answers[i] = answer{err: err}
-			case len(res) == 2:
-				answers[i] = answer{addr: net.JoinHostPort(res[0], res[1])}
-			}
-			if answers[i].err == nil {
-				if m, err := c.Master(qctx, t.MasterName).Result(); err == nil {
-					answers[i].master = m
-					answers[i].replicas, _ = c.Replicas(qctx, t.MasterName).Result()
-				}
-			}
-		}(i, st.clients[addr])
+			replies[i] = o.askSentinel(ctx, addr, t)
+		}()
 	}
 	wg.Wait()
 
+	obs := Observation{Keys: -1}
 	votes := map[string]int{}
 	var errs []error
-	for i, a := range answers {
-		if a.err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", st.sentinels[i], a.err))
+	var masters []map[string]string
+	var replicas [][]map[string]string
+	var downAfter time.Duration
+	for i, r := range replies {
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", t.Sentinels[i], r.err))
 			continue
 		}
 		obs.SentinelsReachable++
-		if a.addr != "" {
-			votes[a.addr]++
+		if r.master == nil {
+			continue
+		}
+		masters = append(masters, r.master)
+		replicas = append(replicas, r.replicas)
+		if ip, port := r.master["ip"], r.master["port"]; ip != "" && port != "" {
+			votes[net.JoinHostPort(ip, port)]++
+		}
+		if ms, err := strconv.ParseInt(r.master["down-after-milliseconds"], 10, 64); err == nil {
+			downAfter = time.Duration(ms) * time.Millisecond
 		}
 	}
 
 	st.mu.Lock()
-	prev := st.lastPrimary
-	primaryAddr := pickPrimary(votes, prev)
+	if downAfter > 0 {
+		st.downAfter = downAfter
+	}
+	primaryAddr := pickPrimary(votes, st.lastPrimary)
 	if l := st.last; l != nil && !st.lastInferred && primaryAddr != "" && hostOf(primaryAddr) == l.From {
 		// A switch was announced, and the Sentinels that have not heard of it yet still
 		// outvote those that have: the announced, newer configuration wins.
@@ -192,23 +433,24 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 	}
 	st.mu.Unlock()
 	if primaryAddr != "" {
-		host, _, _ := net.SplitHostPort(primaryAddr)
-		obs.PrimaryHost = host
-	}
-	var masters []map[string]string
-	var replicas [][]map[string]string
-	for _, a := range answers {
-		if a.master != nil {
-			masters, replicas = append(masters, a.master), append(replicas, a.replicas)
+		st.mu.Lock()
+		if !containsString(st.primaries, primaryAddr) {
+			st.primaries = append(st.primaries, primaryAddr)
 		}
+		st.mu.Unlock()
+		obs.PrimaryHost = hostOf(primaryAddr)
 	}
 	obs.Health = assessHealth(obs.PrimaryHost, masters, replicas)
-	// A primary the Sentinels see down (frozen, gone) would only hold this answer for the
-	// whole Timeout.
 	if primaryAddr != "" && obs.Health.PrimaryDown == "" {
-		obs.Keys = o.dbsize(ctx, st, primaryAddr, t.Username, t.Password)
+		// A primary the Sentinels see down (frozen, say) would hold this assessment, and
+		// so the status that reports it, for the whole timeout.
+		obs.Keys = o.dbsize(ctx, st, primaryAddr)
 	}
 
+	var err error
+	if obs.SentinelsReachable == 0 && len(errs) > 0 {
+		err = errors.Join(errs...)
+	}
 	st.mu.Lock()
 	if obs.PrimaryHost != "" {
 		if st.lastPrimary != "" && st.lastPrimary != obs.PrimaryHost &&
@@ -224,12 +466,108 @@ func (o *SentinelObserver) Observe(ctx context.Context, t Target) (Observation, 
 		s := *st.last
 		obs.LastSwitch = &s
 	}
-	st.mu.Unlock()
-
-	if obs.SentinelsReachable == 0 && len(errs) > 0 {
-		return obs, errors.Join(errs...)
+	if err != nil {
+		st.failures++
+	} else {
+		st.failures = 0
 	}
-	return obs, nil
+	changed := !st.assessed || !sameObservation(st.obs, obs) || (st.err == nil) != (err == nil)
+	st.assessed, st.obs, st.err = true, obs, err
+	out := st.snapshot()
+	st.mu.Unlock()
+	if changed && o.Notify != nil {
+		o.Notify(st.key)
+	}
+	return out, err
+}
+
+// sameObservation compares what a reconcile acts on; the key count is a sample for a
+// metric and changes all the time.
+func sameObservation(a, b Observation) bool {
+	a.Keys, b.Keys = 0, 0
+	return reflect.DeepEqual(a, b)
+}
+
+// askSentinel asks one Sentinel SENTINEL MASTER and SENTINEL REPLICAS in one round trip.
+func (o *SentinelObserver) askSentinel(ctx context.Context, addr string, t Target) sentinelReply {
+	var r sentinelReply
+	err := o.query(ctx, addr, t.Username, t.Password, func(rc *respConn) error {
+		timeout := o.timeout()
+		if err := rc.send(timeout, []string{"SENTINEL", "MASTER", t.MasterName}, []string{"SENTINEL", "REPLICAS", t.MasterName}); err != nil {
+			return err
+		}
+		mv, err := rc.read(timeout)
+		if err != nil {
+			return err
+		}
+		rv, err := rc.read(timeout)
+		if err != nil {
+			return err
+		}
+		if e, ok := mv.(respError); ok {
+			if strings.Contains(string(e), "No such master") {
+				return nil // reachable, knows no primary
+			}
+			r.err = e
+			return nil
+		}
+		if r.master, err = fieldMap(mv); err != nil {
+			r.err = err
+			return nil
+		}
+		if r.replicas, err = fieldMaps(rv); err != nil {
+			r.replicas = nil
+		}
+		return nil
+	})
+	if err != nil {
+		r.err = err
+	}
+	return r
+}
+
+// dbsize samples the primary's key count; -1 when it cannot.
+func (o *SentinelObserver) dbsize(ctx context.Context, st *storeState, addr string) int64 {
+	n := int64(-1)
+	_ = o.query(ctx, addr, st.target.Username, st.target.Password, func(rc *respConn) error {
+		v, err := rc.do(o.timeout(), "DBSIZE")
+		if err != nil {
+			var re respError
+			if errors.As(err, &re) {
+				return nil
+			}
+			return err
+		}
+		if k, ok := v.(int64); ok {
+			n = k
+		}
+		return nil
+	})
+	return n
+}
+
+// query runs fn on a pooled connection to addr. A connection error on a reused
+// connection (closed by the peer while idle) is retried once on a new one.
+func (o *SentinelObserver) query(ctx context.Context, addr, username, password string, fn func(*respConn) error) error {
+	o.init()
+	key := addr + "\x00" + username + "\x00" + password
+	for attempt := 0; ; attempt++ {
+		rc, reused, err := o.pool.get(ctx, key, func() (*respConn, error) {
+			return helloResp(ctx, o.dialer(), addr, o.timeout(), username, password, o.clientName())
+		})
+		if err != nil {
+			return err
+		}
+		if err := fn(rc); err != nil {
+			o.pool.discard(rc)
+			if reused && attempt == 0 && ctx.Err() == nil {
+				continue
+			}
+			return err
+		}
+		o.pool.put(key, rc)
+		return nil
+	}
 }
 
 // pickPrimary is the address most Sentinels named; a tie goes to prev (the primary
@@ -261,235 +599,308 @@ func hostOf(addr string) string {
 	return h
 }
 
-// dbsize samples the primary's key count; -1 when it cannot.
-func (o *SentinelObserver) dbsize(ctx context.Context, st *storeState, addr, username, password string) int64 {
-	o.mu.Lock()
-	if o.stores[st.key] != st { // forgotten meanwhile: open nothing new
-		o.mu.Unlock()
-		return -1
-	}
-	if st.primaryAddr != addr || st.primaryClient == nil {
-		if st.primaryClient != nil {
-			_ = st.primaryClient.Close()
-		}
-		st.primaryAddr = addr
-		st.primaryClient = redis.NewClient(o.options(addr, username, password))
-	}
-	c := st.primaryClient
-	o.mu.Unlock()
-	qctx, cancel := context.WithTimeout(ctx, o.timeout())
-	defer cancel()
-	n, err := c.DBSize(qctx).Result()
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-func (o *SentinelObserver) options(addr, username, password string) *redis.Options {
-	name := o.ClientName
-	if name == "" {
-		name = DefaultClientName
-	}
-	return &redis.Options{
-		Addr:        addr,
-		Username:    username,
-		Password:    password,
-		ClientName:  name,
-		Protocol:    2,
-		DialTimeout: o.timeout(),
-		// One dial per question: Observe is bounded by Timeout and asked again later.
-		DialerRetries: 1,
-		ReadTimeout:   o.timeout(),
-		WriteTimeout:  o.timeout(),
-		PoolSize:      1,
-		MaxRetries:    -1,
-	}
-}
-
-// state returns the store's state, made anew (and its watcher started) on first sight
-// or when the target changed.
-func (o *SentinelObserver) state(t Target) (*storeState, error) {
+// state returns the store's state, made anew (and its subscriptions started) on first
+// sight or when the target changed. A tracked store is assessed by the workers.
+func (o *SentinelObserver) state(t Target, track bool) (*storeState, error) {
+	o.init()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return nil, errors.New("sentinel observer closed")
 	}
 	fp := fingerprint(t)
-	if st, ok := o.stores[t.Cluster]; ok {
-		if st.fp == fp {
-			return st, nil
+	if st, ok := o.stores[t.Cluster]; ok && st.fp == fp {
+		if track && !st.tracked {
+			st.tracked = true
+			o.scheduleLocked(st.key, 0)
 		}
+		return st, nil
+	} else if ok {
 		o.dropLocked(st)
 	}
 	st := &storeState{
 		key: t.Cluster, master: t.MasterName, fp: fp,
-		sentinels:     append([]string(nil), t.Sentinels...),
-		clients:       map[string]*redis.SentinelClient{},
+		target:        Target{Cluster: t.Cluster, MasterName: t.MasterName, Sentinels: append([]string(nil), t.Sentinels...), Username: t.Username, Password: t.Password},
+		tracked:       track,
 		downSince:     map[string]time.Time{},
 		failoverStart: map[string]time.Time{},
-		subs:          map[string]*redis.PubSub{},
-		watching:      map[string]bool{},
-		done:          make(chan struct{}),
+		obs:           Observation{Keys: -1},
 	}
-	for _, addr := range st.sentinels {
-		if _, ok := st.clients[addr]; !ok {
-			st.clients[addr] = redis.NewSentinelClient(o.options(addr, t.Username, t.Password))
-		}
+	st.watched = dedup(st.target.Sentinels)
+	if w := o.WatchersPerStore; w > 0 && w < len(st.watched) {
+		st.watched = st.watched[:w]
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	st.cancel = cancel
 	o.stores[t.Cluster] = st
-	var wg sync.WaitGroup
-	for addr := range st.clients {
-		wg.Add(1)
-		go func(addr string) {
-			defer wg.Done()
-			o.watch(ctx, st, addr)
-		}(addr)
+	for _, addr := range st.watched {
+		s := o.subs[addr]
+		if s == nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			s = &subscription{addr: addr, username: t.Username, password: t.Password, cancel: cancel,
+				done: make(chan struct{}), stores: map[types.NamespacedName]*storeState{}}
+			o.subs[addr] = s
+			go o.runSubscription(ctx, s)
+		}
+		s.stores[st.key] = st
 	}
-	go func() {
-		wg.Wait()
-		close(st.done)
-	}()
+	if track {
+		o.scheduleLocked(st.key, 0)
+	}
 	return st, nil
 }
 
-// Forget drops the clients and the subscription of a deleted SessionCluster's store and
-// waits for its watcher to end.
+func dedup(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if !containsString(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Forget drops a deleted SessionCluster's store: its subscriptions end when no other
+// store watches their Sentinel, its idle connections are closed, and Forget waits for
+// the subscriptions it ended.
 func (o *SentinelObserver) Forget(cluster types.NamespacedName) {
 	o.mu.Lock()
 	st, ok := o.stores[cluster]
+	var ended []chan struct{}
 	if ok {
-		o.dropLocked(st)
+		ended = o.dropLocked(st)
 	}
 	o.mu.Unlock()
-	if ok {
-		<-st.done
+	for _, d := range ended {
+		<-d
 	}
 }
 
-// dropLocked stops a store's watcher and closes its connections; o.mu is held.
-func (o *SentinelObserver) dropLocked(st *storeState) {
+// dropLocked forgets a store and ends the subscriptions nobody else needs; o.mu is held.
+func (o *SentinelObserver) dropLocked(st *storeState) []chan struct{} {
 	delete(o.stores, st.key)
-	st.cancel()
-	st.mu.Lock()
-	for _, ps := range st.subs {
-		_ = ps.Close() // wakes its watcher from its read
+	var ended []chan struct{}
+	for _, addr := range st.watched {
+		s := o.subs[addr]
+		if s == nil {
+			continue
+		}
+		delete(s.stores, st.key)
+		if len(s.stores) == 0 {
+			delete(o.subs, addr)
+			s.cancel()
+			if s.conn != nil {
+				s.conn.close() // wakes its reader
+			}
+			ended = append(ended, s.done)
+		}
 	}
-	st.mu.Unlock()
-	for _, c := range st.clients {
-		_ = c.Close()
+	if o.pool != nil {
+		st.mu.Lock()
+		primaries := append([]string(nil), st.primaries...)
+		st.mu.Unlock()
+		o.pool.closeIdle(func(key string) bool {
+			addr, _, _ := strings.Cut(key, "\x00")
+			return containsString(st.target.Sentinels, addr) || containsString(primaries, addr)
+		})
 	}
-	if st.primaryClient != nil {
-		_ = st.primaryClient.Close()
-		st.primaryClient = nil
-	}
+	return ended
 }
 
-// Close releases every connection and ends every watcher.
+// Close releases every connection and ends every subscription.
 func (o *SentinelObserver) Close() error {
 	o.mu.Lock()
 	o.closed = true
-	var done []chan struct{}
+	var ended []chan struct{}
 	for _, st := range o.stores {
-		o.dropLocked(st)
-		done = append(done, st.done)
+		ended = append(ended, o.dropLocked(st)...)
 	}
+	q := o.queue
 	o.mu.Unlock()
-	for _, d := range done {
+	if q != nil {
+		q.shutdown()
+	}
+	for _, d := range ended {
 		<-d
+	}
+	if o.pool != nil {
+		o.pool.closeIdle(func(string) bool { return true })
 	}
 	return nil
 }
 
-// watch keeps a subscription open on one Sentinel of the store, re-established with
-// backoff when it fails, until the store is forgotten.
-func (o *SentinelObserver) watch(ctx context.Context, st *storeState, addr string) {
-	backoff := 100 * time.Millisecond
+// Connections reports the connections held: subscriptions and pooled query connections
+// (idle or in use), and the cap.
+func (o *SentinelObserver) Connections() (subscriptions, queries, capacity int) {
+	o.init()
+	return len(o.subSlots), o.pool.open(), cap(o.subSlots) + o.pool.max
+}
+
+// subscribedChannels are the channels every subscription follows.
+func subscribedChannels() []string {
+	chans := []string{chSwitchMaster, chSdown, chSdownClear, chOdown, chTryFailover}
+	for _, c := range HealthEvents {
+		if !containsString(chans, c) {
+			chans = append(chans, c)
+		}
+	}
+	return chans
+}
+
+// runSubscription keeps the subscription to one Sentinel open, made again with backoff
+// when it fails, until no store watches that Sentinel.
+func (o *SentinelObserver) runSubscription(ctx context.Context, s *subscription) {
+	defer close(s.done)
+	failures := 0
 	for ctx.Err() == nil {
-		if subscribed, _ := o.watchOne(ctx, st, addr); subscribed {
-			backoff = 100 * time.Millisecond
+		// A connection slot first: past the cap, the store is asked more often instead.
+		select {
+		case o.subSlots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		subscribed := o.subscribeOnce(ctx, s)
+		<-o.subSlots
+		if subscribed {
+			failures = 0
 		} else {
-			backoff = min(2*backoff, 5*time.Second)
+			failures++
+		}
+		wait := 100 * time.Millisecond
+		if failures > 0 {
+			wait = backoff(failures)
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 	}
 }
 
-// watchOne follows one Sentinel until its connection fails or ctx ends.
-func (o *SentinelObserver) watchOne(ctx context.Context, st *storeState, addr string) (subscribed bool, err error) {
-	c := st.clients[addr]
-	ps := c.Subscribe(ctx)
-	st.mu.Lock()
-	if ctx.Err() != nil { // dropped meanwhile: dropLocked did not see this subscription
-		st.mu.Unlock()
-		_ = ps.Close()
-		return false, ctx.Err()
-	}
-	st.subs[addr] = ps
-	st.mu.Unlock()
-	defer func() {
-		st.mu.Lock()
-		delete(st.subs, addr)
-		delete(st.watching, addr)
-		st.mu.Unlock()
-		_ = ps.Close()
-	}()
-	sctx, cancel := context.WithTimeout(ctx, o.timeout())
-	err = ps.Subscribe(sctx, watchedChannels()...)
-	cancel()
+// subscribeOnce follows one Sentinel until its connection fails or ctx ends; it reports
+// whether the subscription was made.
+func (o *SentinelObserver) subscribeOnce(ctx context.Context, s *subscription) bool {
+	timeout := o.timeout()
+	rc, hellos, err := dialResp(ctx, o.dialer(), s.addr, timeout, s.username, s.password, o.clientName())
 	if err != nil {
-		return false, err
-	}
-	// Wait for the confirmation, so that a dead Sentinel counts as a failure here.
-	if _, err := ps.ReceiveTimeout(ctx, o.timeout()); err != nil {
-		return false, err
-	}
-	st.mu.Lock()
-	st.watching[addr] = true
-	st.mu.Unlock()
-	// down-after is part of a switch's duration: learn it from the Sentinels themselves.
-	qctx, qcancel := context.WithTimeout(ctx, o.timeout())
-	if m, err := c.Master(qctx, st.master).Result(); err == nil {
-		if ms, err := strconv.ParseInt(m["down-after-milliseconds"], 10, 64); err == nil {
-			st.mu.Lock()
-			st.downAfter = time.Duration(ms) * time.Millisecond
-			st.mu.Unlock()
+		if rc != nil {
+			rc.close()
 		}
+		return false
 	}
-	qcancel()
-	// A silent subscription is pinged; one that does not answer the ping in Timeout is
-	// dead (a peer that vanished without a reset would otherwise hold it for minutes).
-	pinged := false
-	for ctx.Err() == nil {
-		wait := watchIdle
-		if pinged {
-			wait = o.timeout()
-		}
-		msg, err := ps.ReceiveTimeout(ctx, wait)
+	o.mu.Lock()
+	if ctx.Err() != nil { // dropped meanwhile: dropLocked did not see this connection
+		o.mu.Unlock()
+		rc.close()
+		return false
+	}
+	s.conn = rc
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		s.conn, s.live = nil, false
+		o.mu.Unlock()
+		rc.close()
+	}()
+	chans := subscribedChannels()
+	if err := rc.send(timeout, append([]string{"SUBSCRIBE"}, chans...)); err != nil {
+		return false
+	}
+	// The hello replies, then one confirmation per channel, so that a dead Sentinel or a
+	// refused password counts as a failure here.
+	for i := range hellos + len(chans) {
+		v, err := rc.read(timeout)
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil && !pinged {
-				pctx, pcancel := context.WithTimeout(ctx, o.timeout())
-				err = ps.Ping(pctx)
-				pcancel()
-				if err == nil {
-					pinged = true
-					continue
-				}
-			}
-			return true, err
+			return false
 		}
-		pinged = false
-		if m, ok := msg.(*redis.Message); ok {
-			o.handle(st, m.Channel, m.Payload)
+		if e, ok := v.(respError); ok && i < hellos {
+			return false
+		} else if ok {
+			_ = e
+			return false
 		}
 	}
-	return true, ctx.Err()
+	o.mu.Lock()
+	s.live = true
+	if s.wasLive {
+		// Announcements may have been missed while unsubscribed: ask the stores again.
+		// (The first subscription needs no such turn: a store still unsettled is asked
+		// again at resyncUnsettled.)
+		for key, st := range s.stores {
+			if st.tracked {
+				o.scheduleLocked(key, eventSettle)
+			}
+		}
+	}
+	s.wasLive = true
+	o.mu.Unlock()
+	for ctx.Err() == nil {
+		v, err := rc.read(0)
+		if err != nil {
+			return true
+		}
+		msg, ok := v.([]any)
+		if !ok || len(msg) != 3 {
+			continue
+		}
+		kind, _ := msg[0].(string)
+		channel, _ := msg[1].(string)
+		payload, _ := msg[2].(string)
+		if kind == "message" {
+			o.dispatch(s, channel, payload)
+		}
+	}
+	return true
+}
+
+// masterOf is the master an announcement is about: "<name> ..." for +switch-master,
+// "master <name> ..." for the master itself, "... @ <name> <ip> <port>" for a replica or
+// a Sentinel.
+func masterOf(channel, payload string) string {
+	f := strings.Fields(payload)
+	switch {
+	case channel == chSwitchMaster && len(f) > 0:
+		return f[0]
+	case len(f) >= 2 && f[0] == "master":
+		return f[1]
+	}
+	for i, x := range f {
+		if x == "@" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// dispatch hands one announcement to the stores it is about.
+func (o *SentinelObserver) dispatch(s *subscription, channel, payload string) {
+	master := masterOf(channel, payload)
+	if master == "" {
+		return
+	}
+	o.mu.Lock()
+	var targets []*storeState
+	for _, st := range s.stores {
+		if st.master == master {
+			targets = append(targets, st)
+		}
+	}
+	o.mu.Unlock()
+	for _, st := range targets {
+		o.handle(st, channel, payload)
+		o.mu.Lock()
+		if st.tracked && o.stores[st.key] == st {
+			o.scheduleLocked(st.key, eventSettle)
+		}
+		o.mu.Unlock()
+	}
 }
 
 // handle applies one Sentinel event to the store's state.
@@ -522,12 +933,17 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 		st.lastPrimary = to
 		delete(st.downSince, from)
 		delete(st.failoverStart, from)
+		if st.assessed {
+			// The announcement is the news: a reconcile relabels the pods now, and the
+			// re-assessment that follows fills in the rest.
+			s := *st.last
+			st.obs.PrimaryHost, st.obs.LastSwitch = to, &s
+		}
 		st.mu.Unlock()
 		if o.Notify != nil {
 			o.Notify(st.key)
 		}
 	case chSdown, chOdown, chTryFailover, chSdownClear:
-		o.healthEvent(st, channel, f)
 		// master <master name> <host> <port> [...]
 		if len(f) < 4 || f[0] != "master" || f[1] != st.master {
 			return
@@ -558,36 +974,7 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 				delete(st.downSince, host)
 			}
 		}
-	default:
-		o.healthEvent(st, channel, f)
 	}
-}
-
-// healthEvent wakes the store's reconcile when a Sentinel announces something that changes
-// its Health (HealthEvents) about this store's primary or one of its servers:
-// "<type> <name> <host> <port> [@ <master name> <host> <port>]".
-func (o *SentinelObserver) healthEvent(st *storeState, channel string, f []string) {
-	if o.Notify == nil || !slices.Contains(HealthEvents, channel) || channel == chSwitchMaster {
-		return
-	}
-	ours := len(f) >= 2 && f[0] == "master" && f[1] == st.master
-	if i := slices.Index(f, "@"); i >= 0 && i+1 < len(f) && f[i+1] == st.master {
-		ours = true
-	}
-	if ours {
-		o.Notify(st.key)
-	}
-}
-
-// watchedChannels are the event channels the observer times failovers by, and HealthEvents.
-func watchedChannels() []string {
-	chs := []string{chSwitchMaster, chSdown, chSdownClear, chOdown, chTryFailover}
-	for _, c := range HealthEvents {
-		if !slices.Contains(chs, c) {
-			chs = append(chs, c)
-		}
-	}
-	return chs
 }
 
 // switchDuration is how long a failover took, from when the old primary stopped
@@ -622,20 +1009,20 @@ func (o *SentinelObserver) clock() time.Time {
 	return time.Now()
 }
 
-// Watching lists the Sentinels the store's watchers are subscribed to, sorted; for tests
-// and diagnostics.
+// Watching lists the Sentinels of the store whose subscriptions are live, sorted; for
+// tests and diagnostics.
 func (o *SentinelObserver) Watching(cluster types.NamespacedName) []string {
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	st, ok := o.stores[cluster]
-	o.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	out := make([]string, 0, len(st.watching))
-	for a := range st.watching {
-		out = append(out, a)
+	var out []string
+	for _, addr := range st.watched {
+		if s := o.subs[addr]; s != nil && s.live {
+			out = append(out, addr)
+		}
 	}
 	sort.Strings(out)
 	return out

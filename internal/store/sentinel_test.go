@@ -87,8 +87,7 @@ func TestSwitchMeasuredFromFirstSdown(t *testing.T) {
 	if s.Duration != 5*time.Second { // 2s since +sdown, plus down-after 3s
 		t.Fatalf("duration = %s, want 5s", s.Duration)
 	}
-	// +sdown, +odown and -sdown are HealthEvents (each wakes the store), then the switch.
-	if len(*notified) != 4 || (*notified)[3] != st.key {
+	if len(*notified) != 1 || (*notified)[0] != st.key {
 		t.Fatalf("notified %v", *notified)
 	}
 	if len(st.downSince) != 0 || len(st.failoverStart) != 0 {
@@ -143,9 +142,7 @@ func TestIgnoresOtherEvents(t *testing.T) {
 	} {
 		o.handle(st, ev[0], ev[1])
 	}
-	// A replica's and a Sentinel's +sdown wake the store (its Health may change); nothing
-	// else does, and none of them starts an episode.
-	if st.last != nil || len(*notified) != 2 || len(st.downSince) != 0 || len(st.failoverStart) != 0 {
+	if st.last != nil || len(*notified) != 0 || len(st.downSince) != 0 || len(st.failoverStart) != 0 {
 		t.Fatalf("state changed: last %+v notified %v down %v start %v", st.last, *notified, st.downSince, st.failoverStart)
 	}
 }
@@ -298,9 +295,7 @@ func TestEverySentinelAnnouncesOneSwitch(t *testing.T) {
 	// A Sentinel that has not heard of the switch yet calls the old primary down.
 	o.handle(st, chSdown, "master shop "+hostA+" 6379")
 	o.handle(st, chTryFailover, "master shop "+hostA+" 6379")
-	// One wake for the switch, one for each +sdown (HealthEvents): the second Sentinel's
-	// announcement of the same switch wakes nobody.
-	if !st.last.At.Equal(clk.t0.Add(2*time.Second)) || st.last.Duration != 5*time.Second || len(*notified) != 3 {
+	if !st.last.At.Equal(clk.t0.Add(2*time.Second)) || st.last.Duration != 5*time.Second || len(*notified) != 1 {
 		t.Fatalf("switch %+v, notified %d times", st.last, len(*notified))
 	}
 	if len(st.downSince) != 0 || len(st.failoverStart) != 0 {
@@ -319,7 +314,7 @@ func TestAnnouncementReplacesInferredSwitch(t *testing.T) {
 	st.last, st.lastInferred, st.lastPrimary = &Switch{From: hostA, To: hostB, At: clk.t0.Add(time.Second)}, true, hostB
 	clk.at(2 * time.Second)
 	o.handle(st, chSwitchMaster, "shop "+hostA+" 6379 "+hostB+" 6379")
-	if st.lastInferred || st.last.Duration != 5*time.Second || len(*notified) != 2 { // +sdown, the switch
+	if st.lastInferred || st.last.Duration != 5*time.Second || len(*notified) != 1 {
 		t.Fatalf("switch %+v inferred %v, notified %d times", st.last, st.lastInferred, len(*notified))
 	}
 }

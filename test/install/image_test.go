@@ -226,10 +226,12 @@ func runManager(t *testing.T, bin string, args []string) {
 	if code, _ := m.get(m.healthPort, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz answered %d", code)
 	}
-	code, body := m.get(m.metricsPort, "/metrics")
-	if code != http.StatusOK || !strings.Contains(body, "controller_runtime_reconcile_total") {
-		t.Errorf("/metrics answered %d without controller-runtime's series:\n%.2000s", code, body)
-	}
+	// /readyz answers before the controller starts (once its caches have synced, which
+	// takes longer on a busy machine); its series appear then.
+	m.waitFor(t, 60*time.Second, "controller-runtime's series on /metrics", func() bool {
+		code, body := m.get(m.metricsPort, "/metrics")
+		return code == http.StatusOK && strings.Contains(body, "controller_runtime_reconcile_total")
+	})
 	if strings.Contains(m.logs.String(), "flag provided but not defined") {
 		t.Errorf("the manager refused a flag:\n%s", m.logs.String())
 	}
