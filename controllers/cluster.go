@@ -99,8 +99,7 @@ func (r *SessionClusterReconciler) planCluster(ctx context.Context, p *pass) err
 	return nil
 }
 
-// serversReady counts the servers with ordinals below size whose Redis container runs and
-// whose pod is Ready.
+// serversReady counts the servers with ordinals below size whose pod runs and is Ready.
 func (r *SessionClusterReconciler) serversReady(ctx context.Context, p *pass, set string, size int32) (int32, error) {
 	pods := &corev1.PodList{}
 	if err := r.List(ctx, pods, client.InNamespace(p.sc.Namespace), client.MatchingLabels(render.Selector(p.sc, render.ComponentStore))); err != nil {
@@ -110,13 +109,10 @@ func (r *SessionClusterReconciler) serversReady(ctx context.Context, p *pass, se
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		ord, ok := ordinalOf(pod.Name, set)
-		if !ok || ord >= int(size) || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning || !podReady(pod) {
-			continue
-		}
-		for _, cs := range pod.Status.ContainerStatuses {
-			if cs.Name == "redis" && cs.State.Running != nil {
-				n++
-			}
+		// A Ready pod's containers all run and pass their probes; the cache keeps no
+		// container statuses (slimPod), and needs none.
+		if ok && ord < int(size) && pod.DeletionTimestamp == nil && pod.Status.Phase == corev1.PodRunning && podReady(pod) {
+			n++
 		}
 	}
 	return n, nil
