@@ -135,6 +135,13 @@ func (r *SessionClusterReconciler) planStore(ctx context.Context, p *pass) error
 		}
 		r.Events.Eventf(p.sc, nil, corev1.EventTypeNormal, sessionv1.EventSwitchover, "Rollout",
 			"Planned switchover from %s to %s: %s", step.Pod, render.PodFromHost(to), step.Reason)
+		// The tracker would learn of the switch from +switch-master a moment later; asking
+		// the Sentinels now lets this pass's observeStore move the primary Service to the
+		// new primary at once, so clients are refused writes by the old one for no longer
+		// than the hand-over itself.
+		if _, err := r.Observer.Observe(ctx, r.storeTarget(p, n)); err != nil {
+			logger.Info("asking the Sentinels after a switchover", "error", err.Error())
+		}
 		return nil
 	}
 	return nil
