@@ -308,28 +308,7 @@ func benchMarkdown(r *benchResults) string {
 	return b.String()
 }
 
-// replaceSection puts section into the Markdown file at path, in place of an earlier one,
-// else at the end; the file is made when missing.
+// replaceSection puts the single-primary section into the Markdown file at path.
 func replaceSection(path, section string) error {
-	raw, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		raw, err = []byte("# Benchmarks\n"), nil
-	}
-	if err != nil {
-		return err
-	}
-	s := string(raw)
-	if i := strings.Index(s, sectionBegin); i >= 0 {
-		if j := strings.Index(s[i:], sectionEnd); j >= 0 {
-			end := i + j + len(sectionEnd)
-			if end < len(s) && s[end] == '\n' {
-				end++
-			}
-			return os.WriteFile(path, []byte(s[:i]+section+s[end:]), 0o644)
-		}
-	}
-	if !strings.HasSuffix(s, "\n") {
-		s += "\n"
-	}
-	return os.WriteFile(path, []byte(s+"\n"+section), 0o644)
+	return replaceMarkedSection(path, sectionBegin, sectionEnd, section)
 }

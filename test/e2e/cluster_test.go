@@ -212,21 +212,8 @@ func (e *env) killShardPrimary(t *testing.T, sc *sessionv1.SessionCluster, url s
 	}
 
 	r := <-done
-	var sum runSummary
-	var oks []time.Time
-	for _, line := range strings.Split(strings.TrimSpace(r.out), "\n") {
-		if strings.Contains(line, `"command":"run"`) {
-			_ = json.Unmarshal([]byte(line), &sum)
-			continue
-		}
-		var ev runEvent
-		if json.Unmarshal([]byte(line), &ev) == nil && ev.OK {
-			oks = append(oks, ev.End)
-		}
-	}
-	if sum.Command != "run" {
-		t.Fatalf("sessionload run: %v: %s", r.err, tail(r.out, 5))
-	}
+	sum := finishedRun(t, r)
+	oks := succeededAt(r)
 	f.Requests, f.Failed, f.MaxGapSeconds = sum.Requests, sum.Failed, sum.MaxGapSeconds
 	f.WentBackwards, f.UnknownSession = sum.WentBackwards, sum.UnknownSessions
 	if resumed, ok := writesResumed(oks, killedAt); ok {

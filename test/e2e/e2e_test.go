@@ -370,6 +370,21 @@ func finishedRun(t *testing.T, r runOut) runSummary {
 	return sum
 }
 
+// succeededAt is when each successful request of a sessionload run completed.
+func succeededAt(r runOut) []time.Time {
+	var oks []time.Time
+	for _, line := range strings.Split(strings.TrimSpace(r.out), "\n") {
+		var ev runEvent
+		if strings.Contains(line, `"command":`) { // the summary, not a request
+			continue
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.OK {
+			oks = append(oks, ev.End)
+		}
+	}
+	return oks
+}
+
 // failover takes the primary away with kill while four clients write sessions through the
 // app Service, and checks what the issue asks: the status names a new primary and records
 // the failover, Ready returns, no session or acknowledged write is lost; it measures the
@@ -456,21 +471,8 @@ func (e *env) failover(t *testing.T, kind string, kill func(pod string) (string,
 	}
 
 	r := <-done
-	var sum runSummary
-	var oks []time.Time // completion times of successful writes
-	for _, line := range strings.Split(strings.TrimSpace(r.out), "\n") {
-		if strings.Contains(line, `"command":"run"`) {
-			_ = json.Unmarshal([]byte(line), &sum)
-			continue
-		}
-		var ev runEvent
-		if json.Unmarshal([]byte(line), &ev) == nil && ev.OK {
-			oks = append(oks, ev.End)
-		}
-	}
-	if sum.Command != "run" {
-		t.Fatalf("sessionload run: %v: %s", r.err, tail(r.out, 5))
-	}
+	sum := finishedRun(t, r)
+	oks := succeededAt(r)
 	f.Requests, f.Failed, f.MaxGapSeconds = sum.Requests, sum.Failed, sum.MaxGapSeconds
 	f.WentBackwards, f.UnknownSession = sum.WentBackwards, sum.UnknownSessions
 	resumed, ok := writesResumed(oks, killedAt)
