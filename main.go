@@ -8,14 +8,19 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/sessionops/session-operator/internal/manager"
 	"github.com/sessionops/session-operator/internal/render"
 	"github.com/sessionops/session-operator/internal/store"
+	"github.com/sessionops/session-operator/internal/uninstall"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "uninstall" {
+		os.Exit(runUninstall(os.Args[2:]))
+	}
 	var (
 		o               manager.Options
 		watchNamespaces string
@@ -63,6 +68,36 @@ func main() {
 		log.Error(err, "running manager")
 		os.Exit(1)
 	}
+}
+
+// runUninstall is the chart's pre-delete hook: session-operator uninstall [flags].
+func runUninstall(args []string) int {
+	fs := flag.NewFlagSet("uninstall", flag.ContinueOnError)
+	var (
+		o               uninstall.Options
+		watchNamespaces string
+	)
+	fs.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "How long the manager gets to unwire users' workloads before their SessionClusters' finalizers are removed.")
+	fs.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to empty; empty: all.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("uninstall")
+	o.Namespaces = splitNamespaces(watchNamespaces)
+	c, err := client.New(ctrl.GetConfigOrDie(), client.Options{Scheme: manager.Scheme})
+	if err != nil {
+		log.Error(err, "creating client")
+		return 1
+	}
+	if err := uninstall.Run(ctrl.LoggerInto(ctrl.SetupSignalHandler(), log), c, o); err != nil {
+		log.Error(err, "emptying the cluster of SessionClusters")
+		return 1
+	}
+	log.Info("every SessionCluster deleted")
+	return 0
 }
 
 func splitNamespaces(s string) []string {

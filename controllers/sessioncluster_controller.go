@@ -93,7 +93,9 @@ type SessionClusterReconciler struct {
 	verifiedOnce sync.Once
 }
 
-// +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch
+// delete on sessionclusters is for the chart's pre-delete hook (internal/uninstall), which runs as
+// the manager's ServiceAccount.
+// +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters,verbs=get;list;watch;update;patch;delete
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=session.sessionops.dev,resources=sessionclusters/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps;services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete

@@ -283,3 +283,38 @@ func (e *env) verifyByo(t *testing.T, url, when string) int {
 	}
 	return v.Lost
 }
+
+// wireForUninstall wires the user's Deployment again (the byo step ends by unwiring it), so
+// that helm uninstall meets a SessionCluster holding the unwire finalizer. It reports whether
+// the Deployment is wired; without one (the byo step failed early) there is nothing to wire.
+func (e *env) wireForUninstall(t *testing.T) bool {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.c.Get(ctx, client.ObjectKey{Namespace: nsByo, Name: byoWorkload}, &appsv1.Deployment{}); err != nil {
+		logf("uninstall: no user's Deployment in %s (%v); uninstalling without a wired workload", nsByo, err)
+		return false
+	}
+	if err := e.c.Create(ctx, loadSample(t, "session_v1alpha1_sessioncluster_workloadref.yaml", nsByo)); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("applying the workloadRef sample again: %v", err)
+	}
+	e.waitUserDeployment(t, "wired again before the uninstall", func(d *appsv1.Deployment) bool {
+		return d.Labels[render.LabelWiredTo] == byoSC
+	})
+	return true
+}
+
+// checkUnwiredAfterUninstall checks the user's Deployment outlived the operator, unwired.
+func (e *env) checkUnwiredAfterUninstall(t *testing.T) bool {
+	t.Helper()
+	d := e.waitUserDeployment(t, "unwired by the uninstall", func(d *appsv1.Deployment) bool {
+		_, wired := d.Labels[render.LabelWiredTo]
+		return !wired
+	})
+	for _, ev := range d.Spec.Template.Spec.Containers[0].Env {
+		if strings.HasPrefix(ev.Name, "SESSION_REDIS") || strings.HasPrefix(ev.Name, "REDIS_") {
+			t.Errorf("wiring left on the user's Deployment after helm uninstall: %s", ev.Name)
+			return false
+		}
+	}
+	return true
+}

@@ -967,11 +967,13 @@ func testDeleteGC(t *testing.T) {
 // ---------------------------------------------------------------- uninstall -----
 
 // testUninstall runs helm uninstall with the Sticky and Clustered SessionClusters still
-// there, and checks that nothing of the operator is left: no CRD (and so no
+// there, and one wiring the user's own Deployment (its finalizer needs the manager, which
+// the chart's pre-delete hook keeps for it), and checks that nothing of the operator is left: no CRD (and so no
 // SessionCluster, and their children collected), no cluster-wide RBAC, nothing in the
 // release namespace but what every namespace has.
 func testUninstall(t *testing.T) {
 	ctx := context.Background()
+	wired := e.wireForUninstall(t)
 	start := time.Now()
 	if err := e.run(os.Stderr, nil, e.helm, "uninstall", release, "--namespace", operatorNS, "--kubeconfig", e.kubeconfig, "--wait", "--timeout", "3m"); err != nil {
 		t.Fatalf("helm uninstall: %v", err)
@@ -983,8 +985,13 @@ func testUninstall(t *testing.T) {
 	if err := poll(2*time.Minute, time.Second, crdGone); err != nil {
 		t.Errorf("the CRD is still there: %v", err)
 	}
+	// The chart's pre-delete hook let the manager unwire the user's workload before it went.
+	if wired {
+		ok := e.checkUnwiredAfterUninstall(t)
+		e.res.UninstallUnwired = &ok
+	}
 	// The SessionClusters went with the CRD; their children follow.
-	for _, ns := range []struct{ ns, name string }{{nsSticky, stickySC}, {nsClustered, clusteredSC}, {nsStore, storeSC}} {
+	for _, ns := range []struct{ ns, name string }{{nsSticky, stickySC}, {nsClustered, clusteredSC}, {nsStore, storeSC}, {nsByo, byoSC}} {
 		var left []string
 		err := poll(3*time.Minute, time.Second, func() (bool, error) {
 			kids, err := e.children(ctx, ns.ns, ns.name)

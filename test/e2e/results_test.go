@@ -84,6 +84,9 @@ type results struct {
 	PVCsKept           int                `json:"pvcs_kept"`
 	UninstallLeftovers []string           `json:"uninstall_leftovers"`
 	UninstallSeconds   float64            `json:"uninstall_seconds"`
+	// UninstallUnwired: helm uninstall met a SessionCluster wiring the user's own
+	// Deployment, and left that Deployment running without its wiring.
+	UninstallUnwired *bool `json:"uninstall_unwired_user_workload,omitempty"`
 	ClusterUpSeconds   float64            `json:"cluster_up_seconds"`
 	ImagesSeconds      float64            `json:"images_seconds"`
 	InstallSeconds     float64            `json:"install_seconds"`

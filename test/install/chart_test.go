@@ -40,6 +40,13 @@ func chartCases() []chartCase {
 			}
 			must(t, objs, "Service", "chart-default", "session-operator-metrics")
 			must(t, objs, "ServiceAccount", "chart-default", "session-operator")
+			hook := must(t, objs, "Job", "chart-default", "session-operator-uninstall")
+			if hook.GetAnnotations()["helm.sh/hook"] != "pre-delete" {
+				t.Errorf("the uninstall Job is not a pre-delete hook: %v", hook.GetAnnotations())
+			}
+			if err := dryRunPod(ctx(t), hook); err != nil {
+				t.Errorf("the uninstall hook's pod is refused in a namespace enforcing the restricted Pod Security Standard: %v", err)
+			}
 		}},
 		{name: "one namespace", namespace: "chart-one", watch: []string{"web-one"},
 			args: []string{"--set", "watchNamespaces={web-one}"}},
@@ -50,6 +57,9 @@ func chartCases() []chartCase {
 				crd := must(t, objs, "CustomResourceDefinition", "", crdName)
 				if got := crd.GetAnnotations()["helm.sh/resource-policy"]; got != "keep" {
 					t.Errorf("crds.keep: the CRD's helm.sh/resource-policy is %q, want keep", got)
+				}
+				if len(ofKind(objs, "Job")) != 0 {
+					t.Error("crds.keep renders the uninstall hook, which would delete the SessionClusters the CRD keeps")
 				}
 			}},
 		{name: "serviceMonitor", namespace: "chart-smon", args: []string{"--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.labels.release=prom"},

@@ -49,22 +49,7 @@ func TestManagerRunsWithChartRBAC(t *testing.T) {
 				args = append(args, "--set", "watchNamespaces={"+strings.Join(tc.watch, ",")+"}")
 			}
 			objs := helmTemplate(t, tc.release, tc.namespace, args...)
-			var sa string
-			for _, o := range objs {
-				switch o.GetKind() {
-				case "ServiceAccount":
-					sa = o.GetName()
-					fallthrough
-				case "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
-					if err := apply(ctx(t), o, false); err != nil {
-						t.Fatalf("applying %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
-					}
-				}
-			}
-			if sa == "" {
-				t.Fatal("the chart renders no ServiceAccount")
-			}
-			user := fmt.Sprintf("system:serviceaccount:%s:%s", tc.namespace, sa)
+			user := applyRBAC(t, objs)
 			// The apiserver's authorizer learns new bindings from a watch; wait until it
 			// grants what the manager asks first, so that a refusal later is the rules'
 			// fault. The lease check is the leader-election Role's, which the manager
@@ -151,6 +136,28 @@ func TestManagerRunsWithChartRBAC(t *testing.T) {
 			}
 		})
 	}
+}
+
+// applyRBAC applies the rendered ServiceAccount and RBAC for real and returns the
+// ServiceAccount's user name, to impersonate.
+func applyRBAC(t *testing.T, objs []*unstructured.Unstructured) string {
+	t.Helper()
+	var user string
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount":
+			user = fmt.Sprintf("system:serviceaccount:%s:%s", o.GetNamespace(), o.GetName())
+			fallthrough
+		case "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
+			if err := apply(ctx(t), o, false); err != nil {
+				t.Fatalf("applying %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+			}
+		}
+	}
+	if user == "" {
+		t.Fatal("the chart renders no ServiceAccount")
+	}
+	return user
 }
 
 // waitAllowed polls a SubjectAccessReview until user may do what attrs say.

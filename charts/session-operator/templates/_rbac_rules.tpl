@@ -130,6 +130,7 @@ The rules of the RBAC objects in config/rbac, for the chart's Roles and ClusterR
   resources:
   - sessionclusters
   verbs:
+  - delete
   - get
   - list
   - patch

@@ -137,6 +137,20 @@ func (c *appClient) peek(ctx context.Context, base, sid string) result {
 	return c.do(ctx, http.MethodGet, base+"/session?read=1", sid)
 }
 
+// retrying repeats a request that failed with a transport error or a 5xx, up to retries
+// more times, 500 ms apart, and returns the last result with how many times it repeated.
+// A refused connection or a 503 during setup is the network's or the store's moment of
+// unavailability, not a lost session; the run command, which measures those, never retries.
+func retrying(retries int, do func() result) (result, int) {
+	for attempt := 0; ; attempt++ {
+		r := do()
+		if transient := r.Status == 0 || r.Status >= 500; !transient || attempt >= retries {
+			return r, attempt
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "..."

@@ -14,6 +14,7 @@ type createSummary struct {
 	Created        int            `json:"created"`
 	FailedLogins   int            `json:"failed_logins"`
 	FailedBumps    int            `json:"failed_bumps"`
+	Retried        int            `json:"retried_requests"`
 	PerURL         map[string]int `json:"per_url"`
 	ElapsedSeconds float64        `json:"elapsed_seconds"`
 	Login          latencyStats   `json:"login_latency"`
@@ -30,13 +31,14 @@ func cmdCreate(args []string, stdout, stderr io.Writer) int {
 	concurrency := fs.Int("concurrency", 16, "parallel requests")
 	out := fs.String("out", "sessions.json", "state file to write")
 	timeout := fs.Duration("timeout", 10*time.Second, "per-request timeout")
+	retries := fs.Int("retries", 3, "retries of a login or bump that failed with a transport error or 5xx, 500ms apart")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
 	urls, err := parseURLs(*urlsFlag)
-	if err != nil || *n < 1 || *concurrency < 1 || *bumps < 0 {
+	if err != nil || *n < 1 || *concurrency < 1 || *bumps < 0 || *retries < 0 {
 		if err == nil {
-			err = fmt.Errorf("-n and -concurrency must be at least 1, -bumps at least 0")
+			err = fmt.Errorf("-n and -concurrency must be at least 1, -bumps and -retries at least 0")
 		}
 		fmt.Fprintf(stderr, "sessionload create: %v\n", err)
 		return 2
@@ -50,8 +52,14 @@ func cmdCreate(args []string, stdout, stderr io.Writer) int {
 		mu           sync.Mutex
 		failedLogins int
 		failedBumps  int
+		retried      int
 		firstErr     string
 	)
+	count := func(n int) {
+		mu.Lock()
+		retried += n
+		mu.Unlock()
+	}
 	fail := func(login bool, err error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -66,7 +74,8 @@ func cmdCreate(args []string, stdout, stderr io.Writer) int {
 	}
 	parallelFor(*n, *concurrency, func(i int) {
 		base := urls[i%len(urls)]
-		r := c.login(context.Background(), base)
+		r, n := retrying(*retries, func() result { return c.login(context.Background(), base) })
+		count(n)
 		latencies[i] = r.Latency
 		if r.Err != nil {
 			fail(true, r.Err)
@@ -74,7 +83,8 @@ func cmdCreate(args []string, stdout, stderr io.Writer) int {
 		}
 		s := &sessionState{ID: r.Body.ID, Acked: r.Body.Counter, URL: base}
 		for b := 0; b < *bumps; b++ {
-			r := c.bump(context.Background(), base, s.ID)
+			r, n := retrying(*retries, func() result { return c.bump(context.Background(), base, s.ID) })
+			count(n)
 			if r.Err != nil {
 				fail(false, r.Err)
 				continue
@@ -98,7 +108,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) int {
 	}
 	printJSON(stdout, createSummary{
 		Command: "create", Requested: *n, Created: len(st.Sessions), FailedLogins: failedLogins,
-		FailedBumps: failedBumps, PerURL: perURL, ElapsedSeconds: time.Since(start).Seconds(),
+		FailedBumps: failedBumps, Retried: retried, PerURL: perURL, ElapsedSeconds: time.Since(start).Seconds(),
 		Login: summarize(latencies), Out: *out, FirstError: firstErr,
 	})
 	if failedLogins > 0 || failedBumps > 0 {

@@ -10,7 +10,7 @@
 // acknowledged (HTTP 200) for it; verify counts a session as lost when the app
 // no longer knows it (401) or reports a counter below that acknowledged value.
 // Every command prints a one-line JSON summary on stdout and exits 1 when it
-// saw a failure (create: a login failed; run: an acknowledged counter went
+// saw a failure (create: a login failed after its retries; run: an acknowledged counter went
 // backwards; verify: a session lost or not verifiable); 2 on usage errors.
 package main
 
@@ -26,7 +26,7 @@ import (
 const usage = `sessionload: create, exercise and verify sessions of the reference session app.
 
 Usage:
-  sessionload create -urls URL[,URL...] -n N [-bumps K] [-concurrency C] [-out FILE]
+  sessionload create -urls URL[,URL...] -n N [-bumps K] [-concurrency C] [-out FILE] [-retries R]
   sessionload run    -urls URL[,URL...] -in FILE [-out FILE] [-duration D] [-clients C] [-op bump|peek] [-events FILE]
   sessionload verify -urls URL[,URL...] -in FILE [-report FILE] [-retries R]
 

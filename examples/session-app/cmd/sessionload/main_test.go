@@ -176,6 +176,26 @@ func TestRunReportsOutage(t *testing.T) {
 	}
 }
 
+// A store that is unavailable for a moment during setup delays create, it does not fail
+// it; one that stays unavailable past the retries does.
+func TestCreateRetriesUnavailableStore(t *testing.T) {
+	a := newFakeApp("a")
+	sa := httptest.NewServer(a)
+	defer sa.Close()
+	state := filepath.Join(t.TempDir(), "s.json")
+	a.failing.Store(true)
+	time.AfterFunc(700*time.Millisecond, func() { a.failing.Store(false) })
+	code, sum := runCmd(t, "create", "-urls", sa.URL, "-n", "4", "-concurrency", "2", "-out", state)
+	if code != 0 || sum["created"].(float64) != 4 || sum["retried_requests"].(float64) < 2 {
+		t.Fatalf("create across a 0.7 s outage: %d %v", code, sum)
+	}
+	a.failing.Store(true)
+	code, sum = runCmd(t, "create", "-urls", sa.URL, "-n", "2", "-retries", "1", "-out", state)
+	if code != 1 || sum["failed_logins"].(float64) != 2 || sum["retried_requests"].(float64) != 2 {
+		t.Fatalf("create against a store that stays down: %d %v", code, sum)
+	}
+}
+
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{{}, {"nope"}, {"create"}, {"create", "-urls", "ftp://x"}, {"run", "-urls", "http://x", "-op", "write"}} {
 		if code, _ := runCmd(t, args...); code != 2 {

@@ -69,15 +69,7 @@ func cmdVerify(args []string, stdout, stderr io.Writer) int {
 	parallelFor(len(st.Sessions), *concurrency, func(i int) {
 		s := st.Sessions[i]
 		base := urls[i%len(urls)]
-		var r result
-		for attempt := 0; ; attempt++ {
-			r = c.peek(context.Background(), base, s.ID)
-			transient := r.Status == 0 || r.Status >= 500
-			if !transient || attempt >= *retries {
-				break
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
+		r, _ := retrying(*retries, func() result { return c.peek(context.Background(), base, s.ID) })
 		latencies[i] = r.Latency
 		p := &lostSession{ID: s.ID, Acked: s.Acked, Status: r.Status, URL: base}
 		switch {
