@@ -316,5 +316,6 @@ func (e *env) checkUnwiredAfterUninstall(t *testing.T) bool {
 			return false
 		}
 	}
+	logf("uninstall: the user's Deployment %s/%s was unwired before the manager went, and keeps running", nsByo, byoWorkload)
 	return true
 }
