@@ -125,14 +125,38 @@ func (s *redisStore) key(id string) string { return redisKeyPrefix + id }
 func (s *redisStore) ttlMillis() string { return strconv.FormatInt(s.ttl.Milliseconds(), 10) }
 
 // write runs one write script and, when configured, WAIT in the same pipeline.
+//
+// A write refused with READONLY reached a primary that has just become a replica: a
+// switchover demotes the old primary and unpauses the writes it held, and the client
+// learns the new primary from Sentinel's +switch-master a moment later. The script did
+// not run, so sending it again is safe; it is sent again, backing off, until the
+// operation's deadline, instead of failing the user's request.
 func (s *redisStore) write(ctx context.Context, script string, keys []string, args ...any) (*redis.Cmd, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	if s.cluster != nil {
-		return s.cluster.write(ctx, s, script, keys, args...)
+	backoff := readOnlyBackoff
+	for {
+		var cmd *redis.Cmd
+		var err error
+		if s.cluster != nil {
+			cmd, err = s.cluster.write(ctx, s, script, keys, args...)
+		} else {
+			cmd, err = s.pipeWrite(ctx, s.rdb, false, script, keys, args...)
+		}
+		if !redis.IsReadOnlyError(err) {
+			return cmd, err
+		}
+		select {
+		case <-ctx.Done():
+			return cmd, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 800*time.Millisecond)
 	}
-	return s.pipeWrite(ctx, s.rdb, false, script, keys, args...)
 }
+
+// readOnlyBackoff is the first wait before a write refused with READONLY is sent again.
+const readOnlyBackoff = 100 * time.Millisecond
 
 // pipeWrite sends the script and WAIT on one connection of c; asking prefixes ASKING (the
 // slot is being imported by this server).

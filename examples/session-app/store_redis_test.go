@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Store mode against real redis-server processes: a primary and one replica,
@@ -390,5 +392,51 @@ func TestRedisSentinelPlannedFailover(t *testing.T) {
 	}
 	if code, n := ta.peek(t, s.ID); code != http.StatusOK || n < acked {
 		t.Fatalf("peek %d %d, want at least %d", code, n, acked)
+	}
+}
+
+// A write that meets a replica (READONLY: the primary moved, and the client has not heard
+// yet) is sent again until the server takes writes, within the operation's deadline; it
+// is never executed twice.
+func TestRedisStoreRetriesReadOnly(t *testing.T) {
+	primary := startRedisServer(t, "")
+	replica := startRedisServer(t, primary.Addr)
+	waitFor(t, 10*time.Second, "the replica in sync", func() error {
+		info, err := redisInfo(replica.Addr, testRedisPassword, "replication")
+		if err != nil || info["master_link_status"] != "up" {
+			return errf("replica link %q: %v", info["master_link_status"], err)
+		}
+		return nil
+	})
+	cfg := mustConfig(t, map[string]string{
+		"SESSION_MODE":           "Store",
+		"SESSION_REDIS_ADDR":     replica.Addr,
+		"SESSION_REDIS_PASSWORD": testRedisPassword,
+	})
+	store := newRedisStore(cfg, newRedisClient(cfg))
+	t.Cleanup(func() { _ = store.Close() })
+	ctx := context.Background()
+
+	// Still a replica for the whole deadline: the write fails with READONLY.
+	store.opTimeout = 700 * time.Millisecond
+	if _, err := store.Create(ctx, "a1"); !redis.IsReadOnlyError(err) {
+		t.Fatalf("a write to a replica for good: %v, want READONLY", err)
+	}
+	// Promoted while the write waits: it succeeds, once.
+	store.opTimeout = 5 * time.Second
+	go func() {
+		time.Sleep(600 * time.Millisecond)
+		_ = directClient(replica.Addr, testRedisPassword).Do(ctx, "REPLICAOF", "NO", "ONE").Err()
+	}()
+	start := time.Now()
+	if _, err := store.Create(ctx, "a2"); err != nil {
+		t.Fatalf("a write across the promotion: %v", err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Errorf("the write succeeded after %s, before the promotion", took)
+	}
+	s, err := store.Incr(ctx, "a2")
+	if err != nil || s.Counter != 1 {
+		t.Errorf("after one create and one incr: counter %d (%v), want 1", s.Counter, err)
 	}
 }

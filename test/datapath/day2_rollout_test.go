@@ -187,6 +187,7 @@ func (d *day2) drive(timeout time.Duration) {
 				cands = append(cands, d.c.redisPod(n).host)
 			}
 			from := d.c.redisPod(st.Pod).host
+			d.steps = append(d.steps, fmt.Sprintf("%.1fs switchover from %s", time.Since(d.from).Seconds(), shortHost(from)))
 			to, err := d.admin.Switchover(ctx, d.target, from, cands, render.RedisPort, 20*time.Second)
 			if err != nil {
 				if errors.Is(err, store.ErrNotSafe) {
@@ -461,7 +462,8 @@ func checkRollout(t *testing.T, dc Day2Case, d *day2) {
 	// writes: a write that outlives the app's own timeout on a loaded machine may be
 	// refused, but never for longer than that; the pause is bounded loosely and logged.
 	if span := d.l.refusedSpan(d.from, time.Now()); span > 2 {
-		t.Errorf("rollout: writes refused for %.2fs (%d refused), target at most 2 s", span, dc.FailedWrites)
+		t.Errorf("rollout: writes refused for %.2fs (%d refused), target at most 2 s; refused: %s", span, dc.FailedWrites,
+			strings.Join(d.l.describeFailed(d.from, time.Now(), 5), "; "))
 	} else if dc.FailedWrites > 0 {
 		t.Logf("rollout: %d writes refused within %.2fs", dc.FailedWrites, span)
 	}

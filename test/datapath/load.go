@@ -222,6 +222,20 @@ func (l *ledger) refusedSpan(from, to time.Time) float64 {
 	return last.Sub(first).Seconds()
 }
 
+// describeFailed describes up to n failed writes that started in [from, to), with their
+// start and end in seconds after from.
+func (l *ledger) describeFailed(from, to time.Time, n int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.events {
+		if e.Op == "bump" && !e.OK && !e.Start.Before(from) && e.Start.Before(to) && len(out) < n {
+			out = append(out, fmt.Sprintf("%.2fs-%.2fs %s", e.Start.Sub(from).Seconds(), e.End.Sub(from).Seconds(), e.Err))
+		}
+	}
+	return out
+}
+
 // failedBetween counts failed writes that started in [from, to).
 func (l *ledger) failedBetween(from, to time.Time) int {
 	l.mu.Lock()
