@@ -74,6 +74,7 @@ func runManager() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	countRequests(cfg)
 	conc, _ := strconv.Atoi(os.Getenv("SCALE_CONCURRENCY"))
 	qps := envInt("SCALE_QPS", manager.DefaultQPS)
 	mgr, err := manager.New(cfg, manager.Options{
@@ -210,6 +211,7 @@ type snapshot struct {
 	buckets                   []*dto.Bucket
 	count                     uint64
 	heap                      float64
+	requests                  map[string]float64
 }
 
 func (p *proc) snapshot(t *testing.T) snapshot {
@@ -218,7 +220,12 @@ func (p *proc) snapshot(t *testing.T) snapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s snapshot
+	s := snapshot{requests: map[string]float64{}}
+	if f := fams["scale_bench_requests_total"]; f != nil {
+		for _, m := range f.GetMetric() {
+			s.requests[label(m, "request")] = m.GetCounter().GetValue()
+		}
+	}
 	if f := fams["rest_client_requests_total"]; f != nil {
 		for _, m := range f.GetMetric() {
 			switch label(m, "method") {
@@ -367,10 +374,16 @@ type results struct {
 	RestartWrites            float64 `json:"restart_writes"`
 	RestartReconciles        float64 `json:"restart_reconciles"`
 	RestartReadsPerReconcile float64 `json:"restart_reads_per_reconcile"`
-	GoVersion                string  `json:"go_version"`
-	CPUs                     int     `json:"cpus"`
-	Date                     string  `json:"date"`
-	LoadAverage              string  `json:"load_average_at_end"`
+	// ConvergeRequestsPerCluster is every API request of the manager until convergence,
+	// over N; ConvergeRequests breaks it down ("per SessionCluster, method, resource, code").
+	ConvergeRequestsPerCluster float64  `json:"converge_requests_per_sessioncluster,omitempty"`
+	ConvergeRequests           []string `json:"converge_requests,omitempty"`
+	IdleRequests               []string `json:"idle_requests,omitempty"`
+	RestartRequests            []string `json:"restart_requests,omitempty"`
+	GoVersion                  string   `json:"go_version"`
+	CPUs                       int      `json:"cpus"`
+	Date                       string   `json:"date"`
+	LoadAverage                string   `json:"load_average_at_end"`
 }
 
 // Targets (issue 15), for N = 10,000 on two CPUs.
@@ -465,6 +478,8 @@ func TestScale(t *testing.T) {
 		s := mgr.snapshot(t)
 		res.Reconciles, res.HeapMiB, res.RSSMiB = s.reconciles, s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20)
 		res.SentinelConnections, res.SentinelSubscriptions, res.SentinelConnectionsCap = float64(sim.open.Load()), float64(sim.subscriptions()), s.connCap
+		res.ConvergeRequests = requestBreakdown(s.requests, nil, n)
+		res.ConvergeRequestsPerCluster = (s.reads + s.writes) / float64(n)
 		finish(t, &res)
 		t.Fatalf("not converged after %.0fs: %d of %d SessionClusters not current", res.ConvergeSeconds, n-current, n)
 	}
@@ -479,6 +494,8 @@ func TestScale(t *testing.T) {
 	res.ReadsPerReconcile = s.reads / max(s.reconciles, 1)
 	res.WritesPerReconcile = s.writes / max(s.reconciles, 1)
 	res.HeapMiB, res.RSSMiB = s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20)
+	res.ConvergeRequests = requestBreakdown(s.requests, nil, n)
+	res.ConvergeRequestsPerCluster = (s.reads + s.writes) / float64(n)
 	t.Logf("converged in %.1fs; RSS %.1f MiB; %d subscriptions at the simulation", res.ConvergeSeconds, res.RSSMiB, sim.subscriptions())
 
 	// Idle: nothing changes; the manager may neither write nor read much.
@@ -491,6 +508,7 @@ func TestScale(t *testing.T) {
 	res.IdleReads = after.reads - before.reads
 	res.IdleReadsPerClusterPer10 = res.IdleReads / float64(n) * 600 / idle.Seconds()
 	res.IdleSentinelCommands = float64(sim.commands.Load() - cmdsBefore)
+	res.IdleRequests = requestBreakdown(after.requests, before.requests, 1)
 	idleBuckets, idleCount := histogramDelta(after, before)
 	res.IdleReconcileP50Millis = 1000 * quantile(0.50, idleBuckets, idleCount)
 	res.IdleReconcileP99Millis = 1000 * quantile(0.99, idleBuckets, idleCount)
@@ -538,6 +556,7 @@ func TestScale(t *testing.T) {
 	s = mgr.snapshot(t)
 	res.RestartWrites, res.RestartReconciles = s.writes, s.reconciles
 	res.RestartReadsPerReconcile = s.reads / max(s.reconciles, 1)
+	res.RestartRequests = requestBreakdown(s.requests, nil, n)
 
 	finish(t, &res)
 	if res.RestartWrites != 0 {
