@@ -709,11 +709,20 @@ func waitConverged(t *testing.T, c client.Client, n, objects int, timeout time.D
 		if err := c.List(context.Background(), list); err != nil {
 			t.Fatal(err)
 		}
-		current := 0
+		current, stale, degraded, unobserved := 0, 0, 0, 0
 		for _, sc := range list.Items {
 			observed := !hasStore(&sc) || (sc.Status.Store != nil && sc.Status.Store.Primary != "")
-			if sc.Status.ObservedGeneration == sc.Generation && meta.IsStatusConditionFalse(sc.Status.Conditions, sessionv1.ConditionDegraded) && observed {
+			fresh := sc.Status.ObservedGeneration == sc.Generation
+			healthy := meta.IsStatusConditionFalse(sc.Status.Conditions, sessionv1.ConditionDegraded)
+			if fresh && healthy && observed {
 				current++
+			}
+			if !fresh {
+				stale++
+			} else if !healthy {
+				degraded++
+			} else if !observed {
+				unobserved++
 			}
 		}
 		children := 0
@@ -735,8 +744,9 @@ func waitConverged(t *testing.T, c client.Client, n, objects int, timeout time.D
 			t.Logf("not converged after %s: %d/%d current, %d/%d children", timeout, current, n, children, objects)
 			return current, false
 		}
-		if time.Since(last) > time.Minute {
-			t.Logf("converging: %d/%d current", current, n)
+		if time.Since(last) > 20*time.Second {
+			t.Logf("converging: %d/%d current at %.0fs (not yet: %d without a status of their generation, %d degraded or unknown, %d without their store's primary)",
+				current, n, time.Since(deadline.Add(-timeout)).Seconds(), stale, degraded, unobserved)
 			last = time.Now()
 		}
 		time.Sleep(2 * time.Second)
