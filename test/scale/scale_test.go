@@ -210,7 +210,7 @@ type snapshot struct {
 	connCap                   float64
 	buckets                   []*dto.Bucket
 	count                     uint64
-	heap                      float64
+	heap, stack               float64
 	requests                  map[string]float64
 }
 
@@ -261,6 +261,9 @@ func (p *proc) snapshot(t *testing.T) snapshot {
 	s.connCap = gauge("session_operator_sentinel_connections_max")
 	if f := fams["go_memstats_heap_alloc_bytes"]; f != nil {
 		s.heap = f.GetMetric()[0].GetGauge().GetValue()
+	}
+	if f := fams["go_memstats_stack_inuse_bytes"]; f != nil {
+		s.stack = f.GetMetric()[0].GetGauge().GetValue()
 	}
 	return s
 }
@@ -376,6 +379,9 @@ type results struct {
 	RestartReadsPerReconcile float64 `json:"restart_reads_per_reconcile"`
 	// ConvergeRequestsPerCluster is every API request of the manager until convergence,
 	// over N; ConvergeRequests breaks it down ("per SessionCluster, method, resource, code").
+	// StackMiB is the goroutine stacks' memory after convergence (most of it the
+	// subscriptions' readers).
+	StackMiB                   float64  `json:"stack_mib,omitempty"`
 	ConvergeRequestsPerCluster float64  `json:"converge_requests_per_sessioncluster,omitempty"`
 	ConvergeRequests           []string `json:"converge_requests,omitempty"`
 	IdleRequests               []string `json:"idle_requests,omitempty"`
@@ -476,7 +482,7 @@ func TestScale(t *testing.T) {
 		// Keep what was measured: how far it got, and the manager's state.
 		res.ConvergeSeconds, res.NotConverged = time.Since(start).Seconds(), n-current
 		s := mgr.snapshot(t)
-		res.Reconciles, res.HeapMiB, res.RSSMiB = s.reconciles, s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20)
+		res.Reconciles, res.HeapMiB, res.RSSMiB, res.StackMiB = s.reconciles, s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20), s.stack/(1<<20)
 		res.SentinelConnections, res.SentinelSubscriptions, res.SentinelConnectionsCap = float64(sim.open.Load()), float64(sim.subscriptions()), s.connCap
 		res.ConvergeRequests = requestBreakdown(s.requests, nil, n)
 		res.ConvergeRequestsPerCluster = (s.reads + s.writes) / float64(n)
@@ -493,7 +499,7 @@ func TestScale(t *testing.T) {
 	res.ReconcileP99Millis = 1000 * quantile(0.99, s.buckets, s.count)
 	res.ReadsPerReconcile = s.reads / max(s.reconciles, 1)
 	res.WritesPerReconcile = s.writes / max(s.reconciles, 1)
-	res.HeapMiB, res.RSSMiB = s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20)
+	res.HeapMiB, res.RSSMiB, res.StackMiB = s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20), s.stack/(1<<20)
 	res.ConvergeRequests = requestBreakdown(s.requests, nil, n)
 	res.ConvergeRequestsPerCluster = (s.reads + s.writes) / float64(n)
 	t.Logf("converged in %.1fs; RSS %.1f MiB; %d subscriptions at the simulation", res.ConvergeSeconds, res.RSSMiB, sim.subscriptions())
