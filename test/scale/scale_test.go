@@ -845,7 +845,8 @@ func writeDoc(path string, r results, runs []results) error {
 	fmt.Fprintf(&b, "`rest_client_requests_total`, `go_memstats_heap_alloc_bytes`, `session_operator_sentinel_*`),\n")
 	fmt.Fprintf(&b, "`/proc/<pid>/status` and the simulation's own count of open connections. Reproduce with\n")
 	fmt.Fprintf(&b, "`make bench-scale` (`SCALE_N`, `SCALE_IDLE`, `SCALE_QPS`, `SCALE_CONCURRENCY`, `SCALE_SWITCHES`);\n")
-	fmt.Fprintf(&b, "every run is in `bin/results/scale.json`, one per N.\n\n")
+	fmt.Fprintf(&b, "every run is in `bin/results/scale.json`, one per N, with the manager's API requests broken down\n")
+	fmt.Fprintf(&b, "by method, resource and response code per SessionCluster (`converge_requests`).\n\n")
 	fmt.Fprintf(&b, "| figure |")
 	for _, x := range runs {
 		fmt.Fprintf(&b, " N = %d |", x.N)
@@ -882,8 +883,20 @@ func writeDoc(path string, r results, runs []results) error {
 		}
 		return fmt.Sprintf("%.2f / %.2f", x.ReadsPerReconcile, x.WritesPerReconcile)
 	}, "")
+	row("API requests per SessionCluster to converge (all kinds)", func(x results) string {
+		if x.ConvergeRequestsPerCluster == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f", x.ConvergeRequestsPerCluster)
+	}, "")
 	row("RSS / heap after convergence (when it stopped, if not converged)", func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSMiB, x.HeapMiB) },
 		"RSS < 500 MiB: "+measured(big.RSSMiB < targetRSSMiB, big.NotConverged == 0 || big.RSSMiB >= targetRSSMiB))
+	row("goroutine stacks after convergence", func(x results) string {
+		if x.StackMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.0f MiB", x.StackMiB)
+	}, "")
 	row("RSS / heap after a forced GC", func(x results) string {
 		if x.NotConverged > 0 {
 			return "—"
