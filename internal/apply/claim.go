@@ -26,8 +26,8 @@ type Claimed struct {
 
 // Claim creates desired if, and only if, no object of its name exists, in one request:
 // the check that no stranger holds the name and the write, for a child the cache does not
-// hold. It returns the created object, or nil when the name is taken (Check then says by
-// whom).
+// hold. It returns the created object, or nil when it could not claim the name (taken,
+// most likely: Check then says by whom).
 func (a *Applier) Claim(ctx context.Context, desired client.Object) (*Claimed, error) {
 	stamp(desired)
 	u, err := toApplyConfiguration(a.Client, desired)
@@ -37,6 +37,11 @@ func (a *Applier) Claim(ctx context.Context, desired client.Object) (*Claimed, e
 	u.SetResourceVersion(claimResourceVersion)
 	if err := a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			return nil, nil
+		}
+		if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+			// An apiserver that refused the resourceVersion on a create: Check reads the
+			// name and the apply that follows says what was wrong, if anything.
 			return nil, nil
 		}
 		return nil, err
