@@ -79,12 +79,15 @@ func (r *SessionClusterReconciler) applyChildren(ctx context.Context, p *pass) e
 		current[i], claimed[i] = cur, claim
 		return nil
 	})
+	key := client.ObjectKeyFromObject(p.sc)
 	for _, c := range conflicts {
 		if c != nil {
+			r.conflicted.Store(key, true)
 			p.problem = &problem{sessionv1.ReasonNameConflict, c.Error() + "; rename or delete it, the operator will not adopt it"}
 			return errors.Join(err, r.unclaim(ctx, append(claimed, p.claimed...)))
 		}
 	}
+	r.conflicted.Delete(key)
 	if err != nil {
 		return err
 	}
@@ -144,7 +147,7 @@ func (r *SessionClusterReconciler) checkChild(ctx context.Context, p *pass, desi
 	if known || err != nil {
 		return cur, nil, err
 	}
-	if claimable(desired) && !conflictStands(p.sc) {
+	if claimable(desired) && !r.conflictStands(p.sc) {
 		claim, err := a.Claim(ctx, desired)
 		if err != nil || claim != nil {
 			return nil, claim, err
@@ -170,7 +173,10 @@ func claimable(obj client.Object) bool {
 // conflictStands reports whether the last pass found a stranger's object in the way:
 // while it stands the check reads before it writes, so a pass that finds it again
 // creates and takes back nothing.
-func conflictStands(sc *sessionv1.SessionCluster) bool {
+func (r *SessionClusterReconciler) conflictStands(sc *sessionv1.SessionCluster) bool {
+	if _, ok := r.conflicted.Load(client.ObjectKeyFromObject(sc)); ok {
+		return true
+	}
 	c := meta.FindStatusCondition(sc.Status.Conditions, sessionv1.ConditionDegraded)
 	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == sessionv1.ReasonNameConflict
 }
