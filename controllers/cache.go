@@ -20,24 +20,24 @@ import (
 func CacheOptions(namespaces []string, httpRoutes bool) cache.Options {
 	owned := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy})
 	storePods := labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy, render.LabelComponent: render.ComponentStore})
-	byObject := map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: storePods, Transform: chain(cache.TransformStripManagedFields(), slimPod)}}
+	byObject := map[client.Object]cache.ByObject{&corev1.Pod{}: {Label: storePods, Transform: chain(cache.TransformStripManagedFields(), slimPod, internMeta)}}
 	for _, obj := range ChildObjects() {
 		// The map is keyed by pointer: one entry per kind, or the cache picks either.
 		if _, isConfigMap := obj.(*corev1.ConfigMap); isConfigMap {
-			byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.DigestConfigMapData)}
+			byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.DigestConfigMapData, internMeta)}
 			continue
 		}
 		switch obj.(type) {
 		case *appsv1.StatefulSet, *appsv1.Deployment:
-			byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.SlimWorkload)}
+			byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), apply.SlimWorkload, internMeta)}
 			continue
 		}
-		byObject[obj] = cache.ByObject{Label: owned}
+		byObject[obj] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), internMeta)}
 	}
 	if httpRoutes {
-		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: owned}
+		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: owned, Transform: chain(cache.TransformStripManagedFields(), internMeta)}
 	}
-	o := cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
+	o := cache.Options{ByObject: byObject, DefaultTransform: chain(cache.TransformStripManagedFields(), internMeta)}
 	if len(namespaces) > 0 {
 		o.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range namespaces {

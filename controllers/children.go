@@ -10,6 +10,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -48,18 +50,25 @@ const applyConcurrency = 16
 
 // applyChildren first checks that no child name is taken by someone else, then writes
 // every child that differs from what it should be. A conflict stops the pass before the
-// first write, so the operator never leaves half a stack beside a stranger's object.
-// Independent children are written in parallel: what others refer to (Secrets,
-// configuration, Services, accounts) in a first wave, the workloads and policies after.
+// first write that would run or route anything, and takes back what the check created,
+// so the operator never leaves half a stack beside a stranger's object. Independent
+// children are written in parallel: what others refer to (Secrets, configuration,
+// Services, accounts) in a first wave, the workloads and policies after.
 func (r *SessionClusterReconciler) applyChildren(ctx context.Context, p *pass) error {
 	if p.problem != nil {
 		return nil
 	}
 	objs := p.desired.Objects
 	current := make([]client.Object, len(objs))
+	claimed := make([]*apply.Claimed, len(objs))
 	conflicts := make([]error, len(objs))
+	done := make([]bool, len(objs))
 	err := inParallel(ctx, all(len(objs)), func(ctx context.Context, i int) error {
-		cur, err := r.applier().Check(ctx, p.sc, objs[i])
+		if w, ok := p.written[describe(r.Client, objs[i])]; ok && w == apply.Intent(objs[i]) {
+			done[i] = true // written as it should be earlier in this pass
+			return nil
+		}
+		cur, claim, err := r.checkChild(ctx, p, objs[i])
 		if apply.IsConflict(err) {
 			conflicts[i] = err
 			return nil
@@ -67,23 +76,33 @@ func (r *SessionClusterReconciler) applyChildren(ctx context.Context, p *pass) e
 		if err != nil {
 			return fmt.Errorf("checking %s: %w", describe(r.Client, objs[i]), err)
 		}
-		current[i] = cur
+		current[i], claimed[i] = cur, claim
 		return nil
 	})
-	if err != nil {
-		return err
-	}
+	key := client.ObjectKeyFromObject(p.sc)
 	for _, c := range conflicts {
 		if c != nil {
+			r.conflicted.Store(key, true)
 			p.problem = &problem{sessionv1.ReasonNameConflict, c.Error() + "; rename or delete it, the operator will not adopt it"}
-			return nil
+			return errors.Join(err, r.unclaim(ctx, append(claimed, p.claimed...)))
 		}
+	}
+	r.conflicted.Delete(key)
+	if err != nil {
+		return err
 	}
 	logger := log.FromContext(ctx)
 	var soon atomic.Bool
 	for _, wave := range waves(objs) {
 		err := inParallel(ctx, wave, func(ctx context.Context, i int) error {
 			obj, cur := objs[i], current[i]
+			if done[i] {
+				return nil
+			}
+			if claimed[i] != nil {
+				logger.V(1).Info("wrote child", "child", describe(r.Client, obj), "outcome", apply.Created)
+				return nil
+			}
 			if cur != nil && !cur.GetDeletionTimestamp().IsZero() {
 				// Still going (a replaced StatefulSet waiting for the garbage collector
 				// to release its pods): make it again once it is gone.
@@ -115,6 +134,62 @@ func (r *SessionClusterReconciler) applyChildren(ctx context.Context, p *pass) e
 		}
 	}
 	return nil
+}
+
+// checkChild finds the stored child named like desired and makes sure it is this
+// SessionCluster's. The cache answers for the operator's own objects. A name the cache
+// does not hold may still be taken by a stranger's unlabelled object: a child that runs
+// or routes nothing on its own is then claimed (created only if the name is free, one
+// request), any other is read from the apiserver first.
+func (r *SessionClusterReconciler) checkChild(ctx context.Context, p *pass, desired client.Object) (client.Object, *apply.Claimed, error) {
+	a := r.applier()
+	cur, known, err := a.Cached(ctx, p.sc, desired)
+	if known || err != nil {
+		return cur, nil, err
+	}
+	if claimable(desired) && !r.conflictStands(p.sc) {
+		claim, err := a.Claim(ctx, desired)
+		if err != nil || claim != nil {
+			return nil, claim, err
+		}
+	}
+	cur, err = a.Check(ctx, p.sc, desired)
+	return cur, nil, err
+}
+
+// claimable are the kinds created ahead of the conflict check's verdict: none runs or
+// routes anything, or depends on another child, so one taken back a moment later did
+// nothing meanwhile. Workloads, Ingresses, routes and RoleBindings (which need their
+// Role) are created only once every name is known to be free.
+func claimable(obj client.Object) bool {
+	switch obj.(type) {
+	case *corev1.Secret, *corev1.ConfigMap, *corev1.Service, *corev1.ServiceAccount, *rbacv1.Role,
+		*policyv1.PodDisruptionBudget, *networkingv1.NetworkPolicy:
+		return true
+	}
+	return false
+}
+
+// conflictStands reports whether the last pass found a stranger's object in the way:
+// while it stands the check reads before it writes, so a pass that finds it again
+// creates and takes back nothing.
+func (r *SessionClusterReconciler) conflictStands(sc *sessionv1.SessionCluster) bool {
+	if _, ok := r.conflicted.Load(client.ObjectKeyFromObject(sc)); ok {
+		return true
+	}
+	c := meta.FindStatusCondition(sc.Status.Conditions, sessionv1.ConditionDegraded)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == sessionv1.ReasonNameConflict
+}
+
+// unclaim deletes the children this pass's check created, when a conflict stops it.
+func (r *SessionClusterReconciler) unclaim(ctx context.Context, claimed []*apply.Claimed) error {
+	var errs []error
+	for _, c := range claimed {
+		if c != nil {
+			errs = append(errs, r.applier().Unclaim(ctx, c))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // waves splits children into what others refer to and what refers to them. A RoleBinding

@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 
 	sessionv1 "github.com/sessionops/session-operator/api/v1alpha1"
+	"github.com/sessionops/session-operator/internal/apply"
 	"github.com/sessionops/session-operator/internal/rediscluster"
 	"github.com/sessionops/session-operator/internal/render"
 	"github.com/sessionops/session-operator/internal/store"
@@ -28,6 +29,12 @@ type pass struct {
 	usersRevision string
 	usersLive     string
 	rotation      *sessionv1.PasswordRotation
+
+	// claimed are the children created by a check before applyChildren's (see
+	// checkChild), taken back with its own when a conflict stops the pass; written are
+	// the children already written this pass, by kind/name, with the intent written.
+	claimed []*apply.Claimed
+	written map[string]string
 
 	// problem stops the pass before anything is written: the spec cannot be honoured as it
 	// stands (a stranger's object in the way, a missing password Secret).

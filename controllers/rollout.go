@@ -68,6 +68,12 @@ func (r *SessionClusterReconciler) planStore(ctx context.Context, p *pass) error
 		// Steady state: nothing to roll or scale, no need to ask the store anything.
 		return nil
 	}
+	if !settled && cur <= p.spec.Store.Replicas {
+		// The StatefulSet controller has not given the current template a revision yet
+		// (a new store, say), and no scale-down needs guarding: nothing to ask the
+		// Sentinels. Its status update wakes a pass (StatefulSets are owned).
+		return nil
+	}
 	view := r.Admin.Sentinels(ctx, r.storeTarget(p, n))
 	// A scale-down waits while it would remove the primary the Sentinels name; with no
 	// primary known there is nothing to protect (and nothing to hand over to).

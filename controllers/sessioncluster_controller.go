@@ -91,6 +91,9 @@ type SessionClusterReconciler struct {
 	// verified records the cached (slimmed) workloads known to match what was applied.
 	verified     *apply.Verified
 	verifiedOnce sync.Once
+	// conflicted holds the SessionClusters whose last check found a stranger's object in
+	// the way (see conflictStands): the status says so too, but the cache may not yet.
+	conflicted sync.Map
 }
 
 // delete on sessionclusters is for the chart's pre-delete hook (internal/uninstall), which runs as
@@ -126,6 +129,7 @@ func (r *SessionClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := r.Get(ctx, req.NamespacedName, sc); err != nil {
 		if apierrors.IsNotFound(err) {
 			metrics.Forget(req.Namespace, req.Name)
+			r.conflicted.Delete(req.NamespacedName)
 			if f, ok := r.Observer.(forgetter); ok {
 				f.Forget(req.NamespacedName)
 			}

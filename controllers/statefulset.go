@@ -76,10 +76,26 @@ func (r *SessionClusterReconciler) growClaims(ctx context.Context, p *pass) erro
 	if p.storeReplicas != nil {
 		replicas = max(replicas, *p.storeReplicas)
 	}
+	if prev := previousClaims(p.sc); prev != nil && prev.Size == st.Size && prev.Pending == 0 && prev.Resized >= replicas {
+		// Every claim had the size when last read: a claim never shrinks, and one made
+		// since comes from the StatefulSet's template, which asks for the size.
+		p.claims = prev.DeepCopy()
+		return nil
+	}
 	var why []string
 	for i := range replicas {
 		pvc := &corev1.PersistentVolumeClaim{}
 		key := client.ObjectKey{Namespace: p.sc.Namespace, Name: fmt.Sprintf("%s-%s-%d", render.ClaimTemplateName, n.Store(), i)}
+		// Claims are not cached (a cache of every claim would cost in proportion to the
+		// cluster): read the one of a server whose pod the cache has. The StatefulSet
+		// makes a claim with its pod, and a store pod's appearance wakes a pass.
+		pod := &corev1.Pod{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: p.sc.Namespace, Name: fmt.Sprintf("%s-%d", n.Store(), i)}, pod); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("reading pod %s-%d: %w", n.Store(), i, err)
+		}
 		if err := r.APIReader.Get(ctx, key, pvc); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue // the StatefulSet makes it with the new size
@@ -111,12 +127,20 @@ func (r *SessionClusterReconciler) growClaims(ctx context.Context, p *pass) erro
 	p.claims = st
 	if st.Message != "" && strings.Contains(st.Message, " stays at ") {
 		prev := ""
-		if p.sc.Status.Store != nil && p.sc.Status.Store.Claims != nil {
-			prev = p.sc.Status.Store.Claims.Message
+		if c := previousClaims(p.sc); c != nil {
+			prev = c.Message
 		}
 		if prev != st.Message {
 			r.Events.Eventf(p.sc, nil, corev1.EventTypeWarning, sessionv1.EventClaimNotExpanded, "Apply", "%s", st.Message)
 		}
 	}
 	return nil
+}
+
+// previousClaims is the claims' standing as the last status recorded it, or nil.
+func previousClaims(sc *sessionv1.SessionCluster) *sessionv1.ClaimsStatus {
+	if sc.Status.Store == nil {
+		return nil
+	}
+	return sc.Status.Store.Claims
 }

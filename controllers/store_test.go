@@ -524,6 +524,53 @@ func TestRefusesToAdoptAStrangersObject(t *testing.T) {
 	waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionFalse, sessionv1.ReasonAsExpected)
 }
 
+// A name the cache does not hold is claimed (created only while free) for the children
+// that run nothing, and read first for the others: a stranger's Deployment in the way
+// stops the pass, and every child claimed beside it is taken back.
+func TestTakesBackClaimsBesideAStrangersWorkload(t *testing.T) {
+	ns := namespace(t)
+	stranger := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop-web", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "theirs"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "theirs"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "theirs:1"}}},
+			},
+		},
+	}
+	if err := k8s.Create(context.Background(), stranger); err != nil {
+		t.Fatal(err)
+	}
+	create(t, storeCluster(ns))
+	waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionTrue, sessionv1.ReasonNameConflict)
+	after := &appsv1.Deployment{}
+	if err := get(t, ns, stranger.Name, after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != stranger.ResourceVersion || len(after.OwnerReferences) != 0 {
+		t.Error("the stranger's Deployment was modified")
+	}
+	// The claims are taken back: none of the SessionCluster's children is left.
+	eventually(t, 10*time.Second, func() error {
+		for _, o := range storeChildren() {
+			if _, ok := o.(*appsv1.Deployment); ok {
+				continue
+			}
+			if err := get(t, ns, o.GetName(), o); err == nil {
+				return fmt.Errorf("%T %s is left beside the conflict", o, o.GetName())
+			}
+		}
+		return nil
+	})
+	if err := k8s.Delete(context.Background(), stranger); err != nil {
+		t.Fatal(err)
+	}
+	poke(t, ns, "shop")
+	waitChildren(t, ns, storeChildren())
+	waitCondition(t, ns, "shop", sessionv1.ConditionDegraded, metav1.ConditionFalse, sessionv1.ReasonAsExpected)
+}
+
 func TestUserPasswordSecret(t *testing.T) {
 	ns := namespace(t)
 	sc := storeCluster(ns)

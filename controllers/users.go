@@ -65,12 +65,29 @@ func (r *SessionClusterReconciler) syncUsers(ctx context.Context, p *pass) error
 		return err
 	}
 	// The Secret first, so a pod starting from here on boots with these users.
-	if _, err := r.applier().Apply(ctx, p.sc, usersSecret); err != nil {
-		if apply.IsConflict(err) {
-			return nil // applyChildren reports the stranger's Secret
+	cur, claim, err := r.checkChild(ctx, p, usersSecret)
+	if apply.IsConflict(err) {
+		return nil // applyChildren reports the stranger's Secret
+	}
+	if err != nil {
+		return fmt.Errorf("checking users secret: %w", err)
+	}
+	if claim == nil && cur == nil {
+		// Free when read a moment ago (a conflict stands elsewhere, so the check read
+		// first): claimed all the same, for applyChildren to take back.
+		if claim, err = r.applier().Claim(ctx, usersSecret); err != nil {
+			return fmt.Errorf("applying users secret: %w", err)
 		}
+		if claim == nil {
+			return fmt.Errorf("users secret %s appeared while the pass ran", usersSecret.GetName())
+		}
+	}
+	if claim != nil {
+		p.claimed = append(p.claimed, claim)
+	} else if _, err := r.applier().ApplyOver(ctx, usersSecret, cur); err != nil {
 		return fmt.Errorf("applying users secret: %w", err)
 	}
+	p.written = map[string]string{describe(r.Client, usersSecret): apply.Intent(usersSecret)}
 	p.usersRevision = d.Users.Revision
 	prevRevision := ""
 	if s := p.sc.Status.Store; s != nil {

@@ -70,15 +70,23 @@ func (a *Applier) Check(ctx context.Context, owner metav1.Object, desired client
 	if err != nil || current == nil {
 		return nil, err
 	}
-	if !metav1.IsControlledBy(current, owner) {
-		ctrl := metav1.GetControllerOf(current)
-		name := ""
-		if ctrl != nil {
-			name = ctrl.Kind + "/" + ctrl.Name
-		}
-		return nil, &ConflictError{Kind: kindOf(a.Client, desired), Name: desired.GetName(), Owner: name}
+	if err := a.owned(owner, desired, current); err != nil {
+		return nil, err
 	}
 	return current, nil
+}
+
+// owned returns a ConflictError unless current is controlled by owner.
+func (a *Applier) owned(owner metav1.Object, desired, current client.Object) error {
+	if metav1.IsControlledBy(current, owner) {
+		return nil
+	}
+	ctrl := metav1.GetControllerOf(current)
+	name := ""
+	if ctrl != nil {
+		name = ctrl.Kind + "/" + ctrl.Name
+	}
+	return &ConflictError{Kind: kindOf(a.Client, desired), Name: desired.GetName(), Owner: name}
 }
 
 // Apply makes the stored object match desired, checking ownership first.

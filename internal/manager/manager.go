@@ -4,6 +4,7 @@
 package manager
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -78,8 +79,9 @@ type Options struct {
 	// Sentinels it subscribes to (0: all).
 	SentinelConnections int
 	SentinelWatchers    int
-	// SentinelDial, when set, opens the observer's connections: the scale benchmark maps
-	// the stores' addresses to a simulated Sentinel with it. Never set in production.
+	// SentinelDial, when set, opens every connection to a store (the observer's, the
+	// rollout's, the users' sync): the scale benchmark maps the stores' addresses to a
+	// simulated Sentinel with it. Never set in production.
 	SentinelDial  store.DialFunc
 	ClusterDomain string
 	Namespaces    []string
@@ -159,6 +161,12 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		WatchHTTPRoutes:           httpRoutes,
 		Waker:                     waker,
 		Namespaces:                o.Namespaces,
+	}
+	if dial := o.SentinelDial; dial != nil {
+		r.SyncUsers = func(ctx context.Context, t store.UsersTarget) (store.UsersSync, error) {
+			t.Dial = dial
+			return store.SyncUsers(ctx, t)
+		}
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err

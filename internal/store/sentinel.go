@@ -786,45 +786,71 @@ func (o *SentinelObserver) runSubscription(ctx context.Context, s *subscription)
 
 // subscribeOnce follows one Sentinel until its connection fails or ctx ends; it reports
 // whether the subscription was made.
+//
+// The handshake runs on a goroutine of its own. Dialing (name resolution above all)
+// grows a goroutine's stack far beyond what a reader parked on its connection needs, and
+// the runtime keeps a grown stack while its goroutine waits: with one reader per
+// Sentinel, that was most of the observer's memory.
 func (o *SentinelObserver) subscribeOnce(ctx context.Context, s *subscription) bool {
-	timeout := o.timeout()
-	rc, hellos, err := dialResp(ctx, o.dialer(), s.addr, timeout, s.username, s.password, o.clientName())
-	if err != nil {
-		if rc != nil {
-			rc.close()
-		}
+	var rc *respConn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rc = o.handshake(ctx, s)
+	}()
+	<-done
+	if rc == nil {
 		return false
 	}
-	o.mu.Lock()
-	if ctx.Err() != nil { // dropped meanwhile: dropLocked did not see this connection
-		o.mu.Unlock()
-		rc.close()
-		return false
-	}
-	s.conn = rc
-	o.mu.Unlock()
 	defer func() {
 		o.mu.Lock()
 		s.conn, s.live = nil, false
 		o.mu.Unlock()
 		rc.close()
 	}()
+	o.follow(ctx, s, rc)
+	return true
+}
+
+// handshake dials the Sentinel and subscribes; nil when either fails (the connection is
+// closed then).
+func (o *SentinelObserver) handshake(ctx context.Context, s *subscription) *respConn {
+	timeout := o.timeout()
+	rc, hellos, err := dialResp(ctx, o.dialer(), s.addr, timeout, s.username, s.password, o.clientName())
+	if err != nil {
+		if rc != nil {
+			rc.close()
+		}
+		return nil
+	}
+	o.mu.Lock()
+	if ctx.Err() != nil { // dropped meanwhile: dropLocked did not see this connection
+		o.mu.Unlock()
+		rc.close()
+		return nil
+	}
+	s.conn = rc
+	o.mu.Unlock()
+	fail := func() *respConn {
+		o.mu.Lock()
+		s.conn = nil
+		o.mu.Unlock()
+		rc.close()
+		return nil
+	}
 	chans := subscribedChannels()
 	if err := rc.send(timeout, append([]string{"SUBSCRIBE"}, chans...)); err != nil {
-		return false
+		return fail()
 	}
 	// The hello replies, then one confirmation per channel, so that a dead Sentinel or a
 	// refused password counts as a failure here.
-	for i := range hellos + len(chans) {
+	for range hellos + len(chans) {
 		v, err := rc.read(timeout)
 		if err != nil {
-			return false
+			return fail()
 		}
-		if e, ok := v.(respError); ok && i < hellos {
-			return false
-		} else if ok {
-			_ = e
-			return false
+		if _, ok := v.(respError); ok {
+			return fail()
 		}
 	}
 	o.mu.Lock()
@@ -841,10 +867,15 @@ func (o *SentinelObserver) subscribeOnce(ctx context.Context, s *subscription) b
 	}
 	s.wasLive = true
 	o.mu.Unlock()
+	return rc
+}
+
+// follow reads announcements until the connection fails or ctx ends.
+func (o *SentinelObserver) follow(ctx context.Context, s *subscription, rc *respConn) {
 	for ctx.Err() == nil {
 		v, err := rc.read(0)
 		if err != nil {
-			return true
+			return
 		}
 		msg, ok := v.([]any)
 		if !ok || len(msg) != 3 {
@@ -857,7 +888,6 @@ func (o *SentinelObserver) subscribeOnce(ctx context.Context, s *subscription) b
 			o.dispatch(s, channel, payload)
 		}
 	}
-	return true
 }
 
 // masterOf is the master an announcement is about: "<name> ..." for +switch-master,

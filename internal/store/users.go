@@ -25,6 +25,8 @@ type UsersTarget struct {
 	Managed func(name string) bool
 	// Timeout bounds each server's exchange; 3 s when zero.
 	Timeout time.Duration
+	// Dial opens the connections; nil dials the address.
+	Dial DialFunc
 }
 
 // UsersSync is what SyncUsers did.
@@ -90,7 +92,7 @@ func syncOne(ctx context.Context, addr string, t UsersTarget, users [][]string, 
 	c := redis.NewClient(&redis.Options{
 		Addr: addr, Username: t.Username, Password: t.Password, ClientName: DefaultClientName,
 		Protocol: 2, DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout,
-		PoolSize: 1, MaxRetries: -1, DialerRetries: 1,
+		PoolSize: 1, MaxRetries: -1, DialerRetries: 1, Dialer: t.Dial,
 	})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 3*timeout)

@@ -74,6 +74,7 @@ func runManager() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	countRequests(cfg)
 	conc, _ := strconv.Atoi(os.Getenv("SCALE_CONCURRENCY"))
 	qps := envInt("SCALE_QPS", manager.DefaultQPS)
 	mgr, err := manager.New(cfg, manager.Options{
@@ -209,7 +210,8 @@ type snapshot struct {
 	connCap                   float64
 	buckets                   []*dto.Bucket
 	count                     uint64
-	heap                      float64
+	heap, stack               float64
+	requests                  map[string]float64
 }
 
 func (p *proc) snapshot(t *testing.T) snapshot {
@@ -218,7 +220,12 @@ func (p *proc) snapshot(t *testing.T) snapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s snapshot
+	s := snapshot{requests: map[string]float64{}}
+	if f := fams["scale_bench_requests_total"]; f != nil {
+		for _, m := range f.GetMetric() {
+			s.requests[label(m, "request")] = m.GetCounter().GetValue()
+		}
+	}
 	if f := fams["rest_client_requests_total"]; f != nil {
 		for _, m := range f.GetMetric() {
 			switch label(m, "method") {
@@ -254,6 +261,9 @@ func (p *proc) snapshot(t *testing.T) snapshot {
 	s.connCap = gauge("session_operator_sentinel_connections_max")
 	if f := fams["go_memstats_heap_alloc_bytes"]; f != nil {
 		s.heap = f.GetMetric()[0].GetGauge().GetValue()
+	}
+	if f := fams["go_memstats_stack_inuse_bytes"]; f != nil {
+		s.stack = f.GetMetric()[0].GetGauge().GetValue()
 	}
 	return s
 }
@@ -367,10 +377,19 @@ type results struct {
 	RestartWrites            float64 `json:"restart_writes"`
 	RestartReconciles        float64 `json:"restart_reconciles"`
 	RestartReadsPerReconcile float64 `json:"restart_reads_per_reconcile"`
-	GoVersion                string  `json:"go_version"`
-	CPUs                     int     `json:"cpus"`
-	Date                     string  `json:"date"`
-	LoadAverage              string  `json:"load_average_at_end"`
+	// ConvergeRequestsPerCluster is every API request of the manager until convergence,
+	// over N; ConvergeRequests breaks it down ("per SessionCluster, method, resource, code").
+	// StackMiB is the goroutine stacks' memory after convergence (most of it the
+	// subscriptions' readers).
+	StackMiB                   float64  `json:"stack_mib,omitempty"`
+	ConvergeRequestsPerCluster float64  `json:"converge_requests_per_sessioncluster,omitempty"`
+	ConvergeRequests           []string `json:"converge_requests,omitempty"`
+	IdleRequests               []string `json:"idle_requests,omitempty"`
+	RestartRequests            []string `json:"restart_requests,omitempty"`
+	GoVersion                  string   `json:"go_version"`
+	CPUs                       int      `json:"cpus"`
+	Date                       string   `json:"date"`
+	LoadAverage                string   `json:"load_average_at_end"`
 }
 
 // Targets (issue 15), for N = 10,000 on two CPUs.
@@ -463,8 +482,10 @@ func TestScale(t *testing.T) {
 		// Keep what was measured: how far it got, and the manager's state.
 		res.ConvergeSeconds, res.NotConverged = time.Since(start).Seconds(), n-current
 		s := mgr.snapshot(t)
-		res.Reconciles, res.HeapMiB, res.RSSMiB = s.reconciles, s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20)
+		res.Reconciles, res.HeapMiB, res.RSSMiB, res.StackMiB = s.reconciles, s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20), s.stack/(1<<20)
 		res.SentinelConnections, res.SentinelSubscriptions, res.SentinelConnectionsCap = float64(sim.open.Load()), float64(sim.subscriptions()), s.connCap
+		res.ConvergeRequests = requestBreakdown(s.requests, nil, n)
+		res.ConvergeRequestsPerCluster = (s.reads + s.writes) / float64(n)
 		finish(t, &res)
 		t.Fatalf("not converged after %.0fs: %d of %d SessionClusters not current", res.ConvergeSeconds, n-current, n)
 	}
@@ -478,7 +499,9 @@ func TestScale(t *testing.T) {
 	res.ReconcileP99Millis = 1000 * quantile(0.99, s.buckets, s.count)
 	res.ReadsPerReconcile = s.reads / max(s.reconciles, 1)
 	res.WritesPerReconcile = s.writes / max(s.reconciles, 1)
-	res.HeapMiB, res.RSSMiB = s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20)
+	res.HeapMiB, res.RSSMiB, res.StackMiB = s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20), s.stack/(1<<20)
+	res.ConvergeRequests = requestBreakdown(s.requests, nil, n)
+	res.ConvergeRequestsPerCluster = (s.reads + s.writes) / float64(n)
 	t.Logf("converged in %.1fs; RSS %.1f MiB; %d subscriptions at the simulation", res.ConvergeSeconds, res.RSSMiB, sim.subscriptions())
 
 	// Idle: nothing changes; the manager may neither write nor read much.
@@ -491,6 +514,7 @@ func TestScale(t *testing.T) {
 	res.IdleReads = after.reads - before.reads
 	res.IdleReadsPerClusterPer10 = res.IdleReads / float64(n) * 600 / idle.Seconds()
 	res.IdleSentinelCommands = float64(sim.commands.Load() - cmdsBefore)
+	res.IdleRequests = requestBreakdown(after.requests, before.requests, 1)
 	idleBuckets, idleCount := histogramDelta(after, before)
 	res.IdleReconcileP50Millis = 1000 * quantile(0.50, idleBuckets, idleCount)
 	res.IdleReconcileP99Millis = 1000 * quantile(0.99, idleBuckets, idleCount)
@@ -538,6 +562,7 @@ func TestScale(t *testing.T) {
 	s = mgr.snapshot(t)
 	res.RestartWrites, res.RestartReconciles = s.writes, s.reconciles
 	res.RestartReadsPerReconcile = s.reads / max(s.reconciles, 1)
+	res.RestartRequests = requestBreakdown(s.requests, nil, n)
 
 	finish(t, &res)
 	if res.RestartWrites != 0 {
@@ -690,11 +715,20 @@ func waitConverged(t *testing.T, c client.Client, n, objects int, timeout time.D
 		if err := c.List(context.Background(), list); err != nil {
 			t.Fatal(err)
 		}
-		current := 0
+		current, stale, degraded, unobserved := 0, 0, 0, 0
 		for _, sc := range list.Items {
 			observed := !hasStore(&sc) || (sc.Status.Store != nil && sc.Status.Store.Primary != "")
-			if sc.Status.ObservedGeneration == sc.Generation && meta.IsStatusConditionFalse(sc.Status.Conditions, sessionv1.ConditionDegraded) && observed {
+			fresh := sc.Status.ObservedGeneration == sc.Generation
+			healthy := meta.IsStatusConditionFalse(sc.Status.Conditions, sessionv1.ConditionDegraded)
+			if fresh && healthy && observed {
 				current++
+			}
+			if !fresh {
+				stale++
+			} else if !healthy {
+				degraded++
+			} else if !observed {
+				unobserved++
 			}
 		}
 		children := 0
@@ -716,8 +750,9 @@ func waitConverged(t *testing.T, c client.Client, n, objects int, timeout time.D
 			t.Logf("not converged after %s: %d/%d current, %d/%d children", timeout, current, n, children, objects)
 			return current, false
 		}
-		if time.Since(last) > time.Minute {
-			t.Logf("converging: %d/%d current", current, n)
+		if time.Since(last) > 20*time.Second {
+			t.Logf("converging: %d/%d current at %.0fs (not yet: %d without a status of their generation, %d degraded or unknown, %d without their store's primary)",
+				current, n, time.Since(deadline.Add(-timeout)).Seconds(), stale, degraded, unobserved)
 			last = time.Now()
 		}
 		time.Sleep(2 * time.Second)
@@ -799,9 +834,10 @@ func writeDoc(path string, r results, runs []results) error {
 	fmt.Fprintf(&b, "per namespace (a quarter each Store, Sticky with an Ingress, the hybrid with persistence, and\n")
 	fmt.Fprintf(&b, "Clustered; a third with two apps). The manager's **real Sentinel observer** dials a simulated\n")
 	fmt.Fprintf(&b, "Sentinel in the test process (one loopback port answering AUTH, CLIENT SETNAME, SENTINEL MASTER,\n")
-	fmt.Fprintf(&b, "SENTINEL REPLICAS, DBSIZE and SUBSCRIBE for every Sentinel and server of every store; the only\n")
-	fmt.Fprintf(&b, "test-only part is the manager's dialer, which sends every address there and names it first), so the\n")
-	fmt.Fprintf(&b, "connections, subscriptions and assessments are the observer's own. Converged means every child\n")
+	fmt.Fprintf(&b, "SENTINEL REPLICAS, DBSIZE, SUBSCRIBE, and the users' sync's ACL SETUSER and ACL USERS, for every\n")
+	fmt.Fprintf(&b, "Sentinel and server of every store; the only test-only part is the manager's dialer, which sends\n")
+	fmt.Fprintf(&b, "every address there and names it first), so the connections, subscriptions and assessments are\n")
+	fmt.Fprintf(&b, "the observer's own. Converged means every child\n")
 	fmt.Fprintf(&b, "exists, every status is current and names its store's primary, and 5 s without a write. envtest runs\n")
 	fmt.Fprintf(&b, "no pods: for the failover figure the test makes the three pods of random stores, waits for their\n")
 	fmt.Fprintf(&b, "role labels, then has the simulation announce `+switch-master` on each such store's subscriptions,\n")
@@ -810,7 +846,8 @@ func writeDoc(path string, r results, runs []results) error {
 	fmt.Fprintf(&b, "`rest_client_requests_total`, `go_memstats_heap_alloc_bytes`, `session_operator_sentinel_*`),\n")
 	fmt.Fprintf(&b, "`/proc/<pid>/status` and the simulation's own count of open connections. Reproduce with\n")
 	fmt.Fprintf(&b, "`make bench-scale` (`SCALE_N`, `SCALE_IDLE`, `SCALE_QPS`, `SCALE_CONCURRENCY`, `SCALE_SWITCHES`);\n")
-	fmt.Fprintf(&b, "every run is in `bin/results/scale.json`, one per N.\n\n")
+	fmt.Fprintf(&b, "every run is in `bin/results/scale.json`, one per N, with the manager's API requests broken down\n")
+	fmt.Fprintf(&b, "by method, resource and response code per SessionCluster (`converge_requests`).\n\n")
 	fmt.Fprintf(&b, "| figure |")
 	for _, x := range runs {
 		fmt.Fprintf(&b, " N = %d |", x.N)
@@ -847,8 +884,20 @@ func writeDoc(path string, r results, runs []results) error {
 		}
 		return fmt.Sprintf("%.2f / %.2f", x.ReadsPerReconcile, x.WritesPerReconcile)
 	}, "")
+	row("API requests per SessionCluster to converge (all kinds)", func(x results) string {
+		if x.ConvergeRequestsPerCluster == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f", x.ConvergeRequestsPerCluster)
+	}, "")
 	row("RSS / heap after convergence (when it stopped, if not converged)", func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSMiB, x.HeapMiB) },
 		"RSS < 500 MiB: "+measured(big.RSSMiB < targetRSSMiB, big.NotConverged == 0 || big.RSSMiB >= targetRSSMiB))
+	row("goroutine stacks after convergence", func(x results) string {
+		if x.StackMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.0f MiB", x.StackMiB)
+	}, "")
 	row("RSS / heap after a forced GC", func(x results) string {
 		if x.NotConverged > 0 {
 			return "—"

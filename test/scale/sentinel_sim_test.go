@@ -151,6 +151,10 @@ func (s *simSentinel) handle(sc *simConn) {
 			out = []byte("+PONG\r\n")
 		case cmd == "DBSIZE":
 			out = []byte(":0\r\n")
+		case cmd == "ACL" && len(args) > 1 && strings.EqualFold(args[1], "SETUSER"):
+			out = []byte("+OK\r\n")
+		case cmd == "ACL" && len(args) > 1 && strings.EqualFold(args[1], "USERS"):
+			out = []byte("*0\r\n")
 		case cmd == "SUBSCRIBE":
 			s.mu.Lock()
 			if s.subs[sc.logical] == nil {

@@ -1,0 +1,87 @@
+package controllers
+
+import (
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// interner shares one copy of each string the cached objects repeat: every child of a
+// SessionCluster carries the same label keys and values, annotation keys and owner
+// reference, and the decoder makes a copy of each for every object. At ten thousand
+// SessionClusters (over a hundred thousand cached objects) the copies add up to tens of
+// megabytes.
+type interner struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// maxInterned bounds the table: past it, it starts again (names of SessionClusters long
+// deleted would otherwise stay for ever). Strings already shared stay shared.
+const maxInterned = 1 << 18
+
+var shared = &interner{m: map[string]string{}}
+
+func (in *interner) get(s string) string {
+	if s == "" {
+		return s
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if c, ok := in.m[s]; ok {
+		return c
+	}
+	if len(in.m) >= maxInterned {
+		in.m = map[string]string{}
+	}
+	in.m[s] = s
+	return s
+}
+
+func (in *interner) labels(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return m
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[in.get(k)] = in.get(v)
+	}
+	return out
+}
+
+// internMeta is a cache transform: the object's repeated strings, shared. Annotation
+// values (hashes, digests) differ per object and are left alone.
+func internMeta(obj any) (any, error) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil
+	}
+	in := shared
+	o.SetNamespace(in.get(o.GetNamespace()))
+	o.SetLabels(in.labels(o.GetLabels()))
+	if ann := o.GetAnnotations(); len(ann) > 0 {
+		out := make(map[string]string, len(ann))
+		for k, v := range ann {
+			out[in.get(k)] = v
+		}
+		o.SetAnnotations(out)
+	}
+	refs := o.GetOwnerReferences()
+	for i := range refs {
+		r := &refs[i]
+		r.APIVersion, r.Kind, r.Name = in.get(r.APIVersion), in.get(r.Kind), in.get(r.Name)
+		r.UID = types.UID(in.get(string(r.UID)))
+	}
+	switch t := obj.(type) {
+	case *corev1.Service:
+		t.Spec.Selector = in.labels(t.Spec.Selector)
+	case *policyv1.PodDisruptionBudget:
+		if t.Spec.Selector != nil {
+			t.Spec.Selector.MatchLabels = in.labels(t.Spec.Selector.MatchLabels)
+		}
+	}
+	return obj, nil
+}

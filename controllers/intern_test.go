@@ -1,0 +1,44 @@
+package controllers
+
+import (
+	"testing"
+	"unsafe"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestInternMetaSharesRepeatedStrings(t *testing.T) {
+	mk := func() *corev1.Service {
+		// Fresh copies of the bytes, as the decoder makes them.
+		s := func(x string) string { return string([]byte(x)) }
+		return &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: "shop-store", Namespace: s("team1"),
+				Labels:          map[string]string{s("app.kubernetes.io/instance"): s("shop")},
+				Annotations:     map[string]string{s("session.sessionops.dev/spec-hash"): s("abc")},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: s("session.sessionops.dev/v1alpha1"), Kind: s("SessionCluster"), Name: s("shop"), UID: "u1"}},
+			},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{s("app.kubernetes.io/instance"): s("shop")}},
+		}
+	}
+	a, b := mk(), mk()
+	for _, o := range []*corev1.Service{a, b} {
+		if _, err := internMeta(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	same := func(what, x, y string) {
+		if x != y || unsafe.StringData(x) != unsafe.StringData(y) {
+			t.Errorf("%s not shared: %q, %q", what, x, y)
+		}
+	}
+	same("namespace", a.Namespace, b.Namespace)
+	same("label value", a.Labels["app.kubernetes.io/instance"], b.Labels["app.kubernetes.io/instance"])
+	same("selector value", a.Spec.Selector["app.kubernetes.io/instance"], b.Spec.Selector["app.kubernetes.io/instance"])
+	same("owner name", a.OwnerReferences[0].Name, b.OwnerReferences[0].Name)
+	same("owner kind", a.OwnerReferences[0].Kind, b.OwnerReferences[0].Kind)
+	if a.Annotations["session.sessionops.dev/spec-hash"] != "abc" {
+		t.Errorf("annotations changed: %v", a.Annotations)
+	}
+}
