@@ -945,6 +945,9 @@ func writeDoc(path string, r results, runs []results) error {
 		if x.NotConverged > 0 {
 			return "—"
 		}
+		if x.RestartRecoverSeconds == 0 {
+			return "not run (`SCALE_RESTART=0`)"
+		}
 		return fmt.Sprintf("%.0f s / %.0f", x.RestartRecoverSeconds, x.RestartWrites)
 	}, "")
 	row("measured (load average at the end)", func(x results) string { return fmt.Sprintf("%s (%s)", x.Date, firstField(x.LoadAverage)) }, "")
