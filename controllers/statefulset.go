@@ -86,16 +86,6 @@ func (r *SessionClusterReconciler) growClaims(ctx context.Context, p *pass) erro
 	for i := range replicas {
 		pvc := &corev1.PersistentVolumeClaim{}
 		key := client.ObjectKey{Namespace: p.sc.Namespace, Name: fmt.Sprintf("%s-%s-%d", render.ClaimTemplateName, n.Store(), i)}
-		// Claims are not cached (a cache of every claim would cost in proportion to the
-		// cluster): read the one of a server whose pod the cache has. The StatefulSet
-		// makes a claim with its pod, and a store pod's appearance wakes a pass.
-		pod := &corev1.Pod{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: p.sc.Namespace, Name: fmt.Sprintf("%s-%d", n.Store(), i)}, pod); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
-			}
-			return fmt.Errorf("reading pod %s-%d: %w", n.Store(), i, err)
-		}
 		if err := r.APIReader.Get(ctx, key, pvc); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue // the StatefulSet makes it with the new size
