@@ -860,6 +860,15 @@ func writeDoc(path string, r results, runs []results) error {
 		fmt.Fprintf(&b, "---:|")
 	}
 	fmt.Fprintf(&b, "---|\n")
+	// converged shows a figure only for a run that converged; the others have none.
+	converged := func(cell func(x results) string) func(x results) string {
+		return func(x results) string {
+			if x.NotConverged > 0 {
+				return "—"
+			}
+			return cell(x)
+		}
+	}
 	row := func(name string, cell func(x results) string, target string) {
 		fmt.Fprintf(&b, "| %s |", name)
 		for _, x := range runs {
@@ -875,18 +884,10 @@ func writeDoc(path string, r results, runs []results) error {
 		return fmt.Sprintf("%.0f s (%.0f objects/s)", x.ConvergeSeconds, x.ObjectsPerSecond)
 	},
 		"< 900 s: "+measured(big.NotConverged == 0 && big.ConvergeSeconds < targetConvergeSeconds, true))
-	row("reconcile latency during convergence, p50 / p99", func(x results) string {
-		if x.NotConverged > 0 {
-			return "—"
-		}
+	row("reconcile latency during convergence, p50 / p99", converged(func(x results) string {
 		return fmt.Sprintf("%.0f / %.0f ms", x.ReconcileP50Millis, x.ReconcileP99Millis)
-	}, "")
-	row("API requests per reconcile during convergence, reads / writes", func(x results) string {
-		if x.NotConverged > 0 {
-			return "—"
-		}
-		return fmt.Sprintf("%.2f / %.2f", x.ReadsPerReconcile, x.WritesPerReconcile)
-	}, "")
+	}), "")
+	row("API requests per reconcile during convergence, reads / writes", converged(func(x results) string { return fmt.Sprintf("%.2f / %.2f", x.ReadsPerReconcile, x.WritesPerReconcile) }), "")
 	row("API requests per SessionCluster to converge (all kinds)", func(x results) string {
 		if x.ConvergeRequestsPerCluster == 0 {
 			return "—"
@@ -901,43 +902,15 @@ func writeDoc(path string, r results, runs []results) error {
 		}
 		return fmt.Sprintf("%.0f MiB", x.StackMiB)
 	}, "")
-	row("RSS / heap after a forced GC", func(x results) string {
-		if x.NotConverged > 0 {
-			return "—"
-		}
-		return fmt.Sprintf("%.0f / %.0f MiB", x.RSSAfterGCMiB, x.HeapAfterGCMiB)
-	}, "")
-	row("idle window (reconciles in it)", func(x results) string {
-		if x.NotConverged > 0 {
-			return "—"
-		}
-		return fmt.Sprintf("%.0f s (%.0f)", x.IdleSeconds, x.IdleReconciles)
-	}, "≥ 300 s")
-	row("writes while idle", func(x results) string {
-		if x.NotConverged > 0 {
-			return "—"
-		}
-		return fmt.Sprintf("%.0f", x.IdleWrites)
-	},
+	row("RSS / heap after a forced GC", converged(func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSAfterGCMiB, x.HeapAfterGCMiB) }), "")
+	row("idle window (reconciles in it)", converged(func(x results) string { return fmt.Sprintf("%.0f s (%.0f)", x.IdleSeconds, x.IdleReconciles) }), "≥ 300 s")
+	row("writes while idle", converged(func(x results) string { return fmt.Sprintf("%.0f", x.IdleWrites) }),
 		"0: "+measured(big.IdleWrites == 0 && big.IdleSeconds >= targetIdleWindowSeconds, big.IdleSeconds > 0))
-	row("API reads while idle (per SessionCluster per 10 min)", func(x results) string {
-		if x.NotConverged > 0 {
-			return "—"
-		}
-		return fmt.Sprintf("%.0f (%.3f)", x.IdleReads, x.IdleReadsPerClusterPer10)
-	}, "< 1: "+measured(big.IdleReadsPerClusterPer10 < targetIdleReadsPer10 && big.IdleSeconds >= targetIdleWindowSeconds, big.IdleSeconds > 0))
-	row("commands to the Sentinels while idle", func(x results) string {
-		if x.NotConverged > 0 {
-			return "—"
-		}
-		return fmt.Sprintf("%.0f", x.IdleSentinelCommands)
-	}, "")
-	row("`+switch-master` → new primary pod labelled, p50 / p99 / max", func(x results) string {
-		if x.NotConverged > 0 {
-			return "—"
-		}
+	row("API reads while idle (per SessionCluster per 10 min)", converged(func(x results) string { return fmt.Sprintf("%.0f (%.3f)", x.IdleReads, x.IdleReadsPerClusterPer10) }), "< 1: "+measured(big.IdleReadsPerClusterPer10 < targetIdleReadsPer10 && big.IdleSeconds >= targetIdleWindowSeconds, big.IdleSeconds > 0))
+	row("commands to the Sentinels while idle", converged(func(x results) string { return fmt.Sprintf("%.0f", x.IdleSentinelCommands) }), "")
+	row("`+switch-master` → new primary pod labelled, p50 / p99 / max", converged(func(x results) string {
 		return fmt.Sprintf("%.0f / %.0f / %.0f ms (%d stores)", x.SwitchRelabelP50Millis, x.SwitchRelabelP99Millis, x.SwitchRelabelMaxMillis, x.Switches)
-	}, "p99 < 2 s: "+measured(big.SwitchRelabelP99Millis < targetSwitchP99Millis, big.Switches > 0))
+	}), "p99 < 2 s: "+measured(big.SwitchRelabelP99Millis < targetSwitchP99Millis, big.Switches > 0))
 	row("Sentinel connections held (subscriptions), cap", func(x results) string {
 		return fmt.Sprintf("%.0f (%.0f), cap %.0f", x.SentinelConnections, x.SentinelSubscriptions, x.SentinelConnectionsCap)
 	}, "report")
