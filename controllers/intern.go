@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,16 +15,22 @@ import (
 // reference, and the decoder makes a copy of each for every object. At ten thousand
 // SessionClusters (over a hundred thousand cached objects) the copies add up to tens of
 // megabytes.
+//
+// Whole label maps are shared too: the children of one SessionCluster with the same
+// component carry the same labels, and a Service's selector is a subset of them. A small
+// map costs a few hundred bytes, more than the strings it holds. Cached objects are never
+// written to (the cache hands out copies), so one map can serve many objects.
 type interner struct {
-	mu sync.Mutex
-	m  map[string]string
+	mu   sync.Mutex
+	m    map[string]string
+	maps map[string]map[string]string // by the map's canonical form
 }
 
 // maxInterned bounds the table: past it, it starts again (names of SessionClusters long
 // deleted would otherwise stay for ever). Strings already shared stay shared.
 const maxInterned = 1 << 18
 
-var shared = &interner{m: map[string]string{}}
+var shared = &interner{m: map[string]string{}, maps: map[string]map[string]string{}}
 
 func (in *interner) get(s string) string {
 	if s == "" {
@@ -31,6 +38,10 @@ func (in *interner) get(s string) string {
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	return in.getLocked(s)
+}
+
+func (in *interner) getLocked(s string) string {
 	if c, ok := in.m[s]; ok {
 		return c
 	}
@@ -41,14 +52,35 @@ func (in *interner) get(s string) string {
 	return s
 }
 
+// labels returns the shared map equal to m.
 func (in *interner) labels(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return m
 	}
+	keys := make([]string, 0, len(m))
+	n := 0
+	for k, v := range m {
+		keys = append(keys, k)
+		n += len(k) + len(v) + 2
+	}
+	slices.Sort(keys)
+	b := make([]byte, 0, n)
+	for _, k := range keys {
+		b = append(append(append(append(b, k...), 0), m[k]...), 0)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if out, ok := in.maps[string(b)]; ok {
+		return out
+	}
 	out := make(map[string]string, len(m))
 	for k, v := range m {
-		out[in.get(k)] = in.get(v)
+		out[in.getLocked(k)] = in.getLocked(v)
 	}
+	if len(in.maps) >= maxInterned/4 {
+		in.maps = map[string]map[string]string{}
+	}
+	in.maps[string(b)] = out
 	return out
 }
 

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"reflect"
 	"testing"
 	"unsafe"
 
@@ -38,6 +39,13 @@ func TestInternMetaSharesRepeatedStrings(t *testing.T) {
 	same("selector value", a.Spec.Selector["app.kubernetes.io/instance"], b.Spec.Selector["app.kubernetes.io/instance"])
 	same("owner name", a.OwnerReferences[0].Name, b.OwnerReferences[0].Name)
 	same("owner kind", a.OwnerReferences[0].Kind, b.OwnerReferences[0].Kind)
+	if reflect.ValueOf(a.Labels).UnsafePointer() != reflect.ValueOf(b.Labels).UnsafePointer() ||
+		reflect.ValueOf(a.Labels).UnsafePointer() != reflect.ValueOf(a.Spec.Selector).UnsafePointer() {
+		t.Error("equal label maps and selectors not shared")
+	}
+	if c := shared.labels(map[string]string{"app.kubernetes.io/instance": "other"}); c["app.kubernetes.io/instance"] != "other" || len(c) != 1 {
+		t.Errorf("a different label map came back as %v", c)
+	}
 	if a.Annotations["session.sessionops.dev/spec-hash"] != "abc" {
 		t.Errorf("annotations changed: %v", a.Annotations)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -18,6 +19,11 @@ import (
 type respConn struct {
 	c net.Conn
 	r *bufio.Reader
+	// ender, when set, closes the connection for the reader that follows it, so that
+	// the reader's owner hears of the end even though no read is waiting.
+	mu     sync.Mutex
+	closed bool
+	ender  func()
 }
 
 // respReadBuffer is the read buffer of every connection. Sentinel replies are a few
@@ -198,7 +204,28 @@ func (rc *respConn) line() ([]byte, error) {
 	return out[:len(out)-2], nil
 }
 
-func (rc *respConn) close() { _ = rc.c.Close() }
+func (rc *respConn) close() {
+	rc.mu.Lock()
+	rc.closed = true
+	ender := rc.ender
+	rc.mu.Unlock()
+	if ender != nil {
+		ender()
+		return
+	}
+	_ = rc.c.Close()
+}
+
+// setEnder hands close to a reader; false when the connection was closed already.
+func (rc *respConn) setEnder(f func()) bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.closed {
+		return false
+	}
+	rc.ender = f
+	return true
+}
 
 // do sends one command and reads its reply; an error reply becomes err.
 func (rc *respConn) do(timeout time.Duration, args ...string) (any, error) {

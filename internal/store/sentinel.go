@@ -117,6 +117,7 @@ type SentinelObserver struct {
 	initOnce sync.Once
 	pool     *connPool
 	subSlots chan struct{}
+	readers  readers
 
 	mu      sync.Mutex
 	stores  map[types.NamespacedName]*storeState
@@ -177,6 +178,7 @@ type subscription struct {
 	// Guarded by o.mu.
 	stores  map[types.NamespacedName]*storeState
 	conn    *respConn
+	timer   *time.Timer // the pause before connecting again
 	live    bool
 	wasLive bool
 }
@@ -195,6 +197,7 @@ func (o *SentinelObserver) init() {
 		query := min(max(4, o.concurrency*4), max(1, maxConns/2))
 		o.pool = newConnPool(query)
 		o.subSlots = make(chan struct{}, max(1, maxConns-query))
+		o.readers = newReaders()
 	})
 }
 
@@ -638,7 +641,7 @@ func (o *SentinelObserver) state(t Target, track bool) (*storeState, error) {
 			s = &subscription{addr: addr, username: t.Username, password: t.Password, cancel: cancel,
 				done: make(chan struct{}), stores: map[types.NamespacedName]*storeState{}}
 			o.subs[addr] = s
-			go o.runSubscription(ctx, s)
+			go o.connect(ctx, s, 0)
 		}
 		s.stores[st.key] = st
 	}
@@ -697,7 +700,11 @@ func (o *SentinelObserver) dropLocked(st *storeState) []chan struct{} {
 			delete(o.subs, addr)
 			s.cancel()
 			if s.conn != nil {
-				s.conn.close() // wakes its reader
+				s.conn.close() // its reader ends it
+			}
+			if s.timer != nil && s.timer.Stop() {
+				s.timer = nil
+				close(s.done) // it was pausing: nothing else will
 			}
 			ended = append(ended, s.done)
 		}
@@ -733,6 +740,9 @@ func (o *SentinelObserver) Close() error {
 	if o.pool != nil {
 		o.pool.closeIdle(func(string) bool { return true })
 	}
+	if o.readers != nil {
+		o.readers.stop()
+	}
 	return nil
 }
 
@@ -754,62 +764,55 @@ func subscribedChannels() []string {
 	return chans
 }
 
-// runSubscription keeps the subscription to one Sentinel open, made again with backoff
-// when it fails, until no store watches that Sentinel.
-func (o *SentinelObserver) runSubscription(ctx context.Context, s *subscription) {
-	defer close(s.done)
-	failures := 0
-	for ctx.Err() == nil {
-		// A connection slot first: past the cap, the store is asked more often instead.
-		select {
-		case o.subSlots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		subscribed := o.subscribeOnce(ctx, s)
-		<-o.subSlots
-		if subscribed {
-			failures = 0
-		} else {
-			failures++
-		}
-		wait := 100 * time.Millisecond
-		if failures > 0 {
-			wait = backoff(failures)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
+// connect makes the subscription to one Sentinel, and makes it again (at once after a
+// connection that worked, with backoff after failures) until no store watches that
+// Sentinel. Between attempts nothing waits but a timer, and a live subscription is
+// followed by the shared readers: a fleet of quiet Sentinels costs no goroutines.
+func (o *SentinelObserver) connect(ctx context.Context, s *subscription, failures int) {
+	if ctx.Err() != nil {
+		close(s.done)
+		return
 	}
-}
-
-// subscribeOnce follows one Sentinel until its connection fails or ctx ends; it reports
-// whether the subscription was made.
-//
-// The handshake runs on a goroutine of its own. Dialing (name resolution above all)
-// grows a goroutine's stack far beyond what a reader parked on its connection needs, and
-// the runtime keeps a grown stack while its goroutine waits: with one reader per
-// Sentinel, that was most of the observer's memory.
-func (o *SentinelObserver) subscribeOnce(ctx context.Context, s *subscription) bool {
-	var rc *respConn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		rc = o.handshake(ctx, s)
-	}()
-	<-done
+	// A connection slot first: past the cap, the store is asked more often instead.
+	select {
+	case o.subSlots <- struct{}{}:
+	case <-ctx.Done():
+		close(s.done)
+		return
+	}
+	rc := o.handshake(ctx, s)
 	if rc == nil {
-		return false
+		<-o.subSlots
+		o.retry(ctx, s, failures+1)
+		return
 	}
-	defer func() {
+	o.readers.follow(rc, func(v any) { o.message(s, v) }, func() {
 		o.mu.Lock()
 		s.conn, s.live = nil, false
 		o.mu.Unlock()
-		rc.close()
-	}()
-	o.follow(ctx, s, rc)
-	return true
+		<-o.subSlots
+		o.retry(ctx, s, 0)
+	})
+}
+
+// retry connects again after a pause, or ends the subscription when ctx has.
+func (o *SentinelObserver) retry(ctx context.Context, s *subscription, failures int) {
+	wait := 100 * time.Millisecond
+	if failures > 0 {
+		wait = backoff(failures)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if ctx.Err() != nil { // dropLocked cancels under o.mu: it saw no timer to stop
+		close(s.done)
+		return
+	}
+	s.timer = time.AfterFunc(wait, func() {
+		o.mu.Lock()
+		s.timer = nil
+		o.mu.Unlock()
+		o.connect(ctx, s, failures)
+	})
 }
 
 // handshake dials the Sentinel and subscribes; nil when either fails (the connection is
@@ -870,23 +873,17 @@ func (o *SentinelObserver) handshake(ctx context.Context, s *subscription) *resp
 	return rc
 }
 
-// follow reads announcements until the connection fails or ctx ends.
-func (o *SentinelObserver) follow(ctx context.Context, s *subscription, rc *respConn) {
-	for ctx.Err() == nil {
-		v, err := rc.read(0)
-		if err != nil {
-			return
-		}
-		msg, ok := v.([]any)
-		if !ok || len(msg) != 3 {
-			continue
-		}
-		kind, _ := msg[0].(string)
-		channel, _ := msg[1].(string)
-		payload, _ := msg[2].(string)
-		if kind == "message" {
-			o.dispatch(s, channel, payload)
-		}
+// message handles one value read from a subscription.
+func (o *SentinelObserver) message(s *subscription, v any) {
+	msg, ok := v.([]any)
+	if !ok || len(msg) != 3 {
+		return
+	}
+	kind, _ := msg[0].(string)
+	channel, _ := msg[1].(string)
+	payload, _ := msg[2].(string)
+	if kind == "message" {
+		o.dispatch(s, channel, payload)
 	}
 }
 

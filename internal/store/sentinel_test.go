@@ -195,13 +195,20 @@ func TestUnreachableSentinelsAndForget(t *testing.T) {
 	if err == nil || obs.SentinelsReachable != 0 || obs.PrimaryHost != "" || obs.Keys != -1 {
 		t.Fatalf("Observe = %+v, %v; want an error, nothing reachable, Keys -1", obs, err)
 	}
-	if observerGoroutines() == 0 {
-		t.Fatal("no watcher started")
+	// The subscriptions wait out their backoff on timers, not on goroutines.
+	o.mu.Lock()
+	subs := len(o.subs)
+	o.mu.Unlock()
+	if subs != 3 {
+		t.Fatalf("%d subscriptions kept for 3 unreachable Sentinels, want 3 (made again with backoff)", subs)
 	}
-	time.Sleep(300 * time.Millisecond) // let the watcher go round the dead Sentinels
+	time.Sleep(300 * time.Millisecond) // let the subscriptions go round the dead Sentinels
 	o.Forget(key)
-	if len(o.Watching(key)) != 0 {
-		t.Fatal("still watching after Forget")
+	o.mu.Lock()
+	subs = len(o.subs)
+	o.mu.Unlock()
+	if len(o.Watching(key)) != 0 || subs != 0 {
+		t.Fatalf("still watching after Forget (%d subscriptions)", subs)
 	}
 	waitNoGoroutines(t)
 	o.Forget(key) // twice is fine
