@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // epollReaders follows every subscription connection from one goroutine. A goroutine
@@ -90,6 +91,9 @@ func (r *epollReaders) follow(rc *respConn, onMessage func(any), onEnd func()) {
 		pc.pending = append([]byte(nil), b...)
 	}
 	rc.r = nil // the loop reads the socket itself from now on
+	// A deadline the handshake left would fail the first read after it passed, and
+	// drop that message with the connection.
+	_ = rc.c.SetReadDeadline(time.Time{})
 	if !rc.setEnder(func() { r.end(pc) }) {
 		r.end(pc)
 		return

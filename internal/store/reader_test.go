@@ -41,6 +41,8 @@ func TestReadersFollowManyQuietConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		rc := newRespConn(c)
+		// A handshake leaves a read deadline behind; following outlives it.
+		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		r.follow(rc, func(any) {}, func() { ended <- i })
 		conns = append(conns, rc)
 	}
@@ -48,7 +50,12 @@ func TestReadersFollowManyQuietConnections(t *testing.T) {
 	for range quiet {
 		quietPeers = append(quietPeers, <-peers)
 	}
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case i := <-ended:
+		t.Fatalf("quiet connection %d ended", i)
+	default:
+	}
 	if extra := runtime.NumGoroutine() - before; extra > 10 {
 		t.Fatalf("%d goroutines for %d quiet connections, want none per connection", extra, quiet)
 	}
@@ -60,8 +67,10 @@ func TestReadersFollowManyQuietConnections(t *testing.T) {
 	}
 	got := make(chan []any, 4)
 	rc := newRespConn(c)
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	r.follow(rc, func(v any) { got <- v.([]any) }, func() { ended <- -1 })
 	peer := <-peers
+	time.Sleep(100 * time.Millisecond) // past the handshake's deadline
 	if _, err := peer.Write([]byte("*3\r\n$7\r\nmessage\r\n$14\r\n+switch-mas")); err != nil {
 		t.Fatal(err)
 	}
