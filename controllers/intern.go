@@ -1,10 +1,12 @@
 package controllers
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -24,13 +26,14 @@ type interner struct {
 	mu   sync.Mutex
 	m    map[string]string
 	maps map[string]map[string]string // by the map's canonical form
+	refs map[string][]metav1.OwnerReference
 }
 
 // maxInterned bounds the table: past it, it starts again (names of SessionClusters long
 // deleted would otherwise stay for ever). Strings already shared stay shared.
 const maxInterned = 1 << 18
 
-var shared = &interner{m: map[string]string{}, maps: map[string]map[string]string{}}
+var shared = &interner{m: map[string]string{}, maps: map[string]map[string]string{}, refs: map[string][]metav1.OwnerReference{}}
 
 func (in *interner) get(s string) string {
 	if s == "" {
@@ -101,19 +104,62 @@ func internMeta(obj any) (any, error) {
 		}
 		o.SetAnnotations(out)
 	}
-	refs := o.GetOwnerReferences()
-	for i := range refs {
-		r := &refs[i]
-		r.APIVersion, r.Kind, r.Name = in.get(r.APIVersion), in.get(r.Kind), in.get(r.Name)
-		r.UID = types.UID(in.get(string(r.UID)))
-	}
+	o.SetOwnerReferences(in.owners(o.GetOwnerReferences()))
 	switch t := obj.(type) {
 	case *corev1.Service:
 		t.Spec.Selector = in.labels(t.Spec.Selector)
 	case *policyv1.PodDisruptionBudget:
-		if t.Spec.Selector != nil {
-			t.Spec.Selector.MatchLabels = in.labels(t.Spec.Selector.MatchLabels)
+		in.selector(t.Spec.Selector)
+	case *networkingv1.NetworkPolicy:
+		in.selector(&t.Spec.PodSelector)
+		for i := range t.Spec.Ingress {
+			for j := range t.Spec.Ingress[i].From {
+				in.selector(t.Spec.Ingress[i].From[j].PodSelector)
+				in.selector(t.Spec.Ingress[i].From[j].NamespaceSelector)
+			}
 		}
 	}
 	return obj, nil
+}
+
+func (in *interner) selector(s *metav1.LabelSelector) {
+	if s != nil {
+		s.MatchLabels = in.labels(s.MatchLabels)
+	}
+}
+
+// owners returns the shared slice equal to refs: every child of a SessionCluster has the
+// same single owner reference.
+func (in *interner) owners(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	if len(refs) != 1 {
+		for i := range refs {
+			r := &refs[i]
+			r.APIVersion, r.Kind, r.Name = in.get(r.APIVersion), in.get(r.Kind), in.get(r.Name)
+			r.UID = types.UID(in.get(string(r.UID)))
+		}
+		return refs
+	}
+	r := refs[0]
+	key := fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%v\x00%v", r.APIVersion, r.Kind, r.Name, r.UID, flag(r.Controller), flag(r.BlockOwnerDeletion))
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if out, ok := in.refs[key]; ok {
+		return out
+	}
+	r.APIVersion, r.Kind, r.Name = in.getLocked(r.APIVersion), in.getLocked(r.Kind), in.getLocked(r.Name)
+	r.UID = types.UID(in.getLocked(string(r.UID)))
+	out := []metav1.OwnerReference{r}
+	if len(in.refs) >= maxInterned/4 {
+		in.refs = map[string][]metav1.OwnerReference{}
+	}
+	in.refs[key] = out
+	return out
+}
+
+// flag tells a nil *bool from false.
+func flag(b *bool) string {
+	if b == nil {
+		return "nil"
+	}
+	return fmt.Sprint(*b)
 }

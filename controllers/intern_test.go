@@ -43,6 +43,9 @@ func TestInternMetaSharesRepeatedStrings(t *testing.T) {
 		reflect.ValueOf(a.Labels).UnsafePointer() != reflect.ValueOf(a.Spec.Selector).UnsafePointer() {
 		t.Error("equal label maps and selectors not shared")
 	}
+	if &a.OwnerReferences[0] != &b.OwnerReferences[0] {
+		t.Error("equal owner references not shared")
+	}
 	if c := shared.labels(map[string]string{"app.kubernetes.io/instance": "other"}); c["app.kubernetes.io/instance"] != "other" || len(c) != 1 {
 		t.Errorf("a different label map came back as %v", c)
 	}
