@@ -26,6 +26,7 @@ func main() {
 		watchNamespaces string
 		qps             float64
 		gcPercent       int
+		memoryRatio     float64
 	)
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
@@ -43,6 +44,7 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", manager.DefaultQPS, "Queries per second the manager may send the apiserver.")
 	flag.IntVar(&o.Burst, "kube-api-burst", manager.DefaultBurst, "Burst of queries above kube-api-qps.")
 	flag.IntVar(&gcPercent, "gc-percent", manager.DefaultGCPercent, "GOGC for the manager, unless the GOGC environment variable is set.")
+	flag.Float64Var(&memoryRatio, "memory-limit-ratio", manager.DefaultMemoryLimitRatio, "Share of the container's memory limit ("+manager.MemoryLimitEnv+", bytes) the Go runtime keeps the manager under, unless GOMEMLIMIT is set; 0 sets none.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -50,6 +52,9 @@ func main() {
 	log := ctrl.Log.WithName("setup")
 	o.QPS = float32(qps)
 	manager.TuneGC(gcPercent)
+	if limit := manager.TuneMemory(memoryRatio); limit > 0 {
+		log.Info("soft memory limit set", "limitBytes", limit)
+	}
 	o.Namespaces = splitNamespaces(watchNamespaces)
 	if o.OperatorNamespace == "" {
 		o.OperatorNamespace = manager.OwnNamespace()

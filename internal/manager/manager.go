@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +63,39 @@ func TuneGC(percent int) {
 	if os.Getenv("GOGC") == "" && percent > 0 {
 		debug.SetGCPercent(percent)
 	}
+}
+
+// DefaultMemoryLimitRatio is the share of the container's memory limit the Go runtime is
+// told to keep the manager under (GOMEMLIMIT). Without it the collector knows nothing of
+// the limit: a cache that fits with room to spare can still be killed for the garbage
+// GOGC lets pile up on top of it.
+const DefaultMemoryLimitRatio = 0.9
+
+// MemoryLimitEnv holds the container's memory limit in bytes; the chart sets it from the
+// downward API (limits.memory, which is the node's allocatable memory when no limit is
+// set).
+const MemoryLimitEnv = "MEMORY_LIMIT"
+
+// TuneMemory applies ratio of the container's memory limit as the Go runtime's soft
+// memory limit, unless GOMEMLIMIT is set in the environment. It returns the limit set, or
+// 0 when none was.
+func TuneMemory(ratio float64) int64 {
+	limit := memoryLimit(os.Getenv, ratio)
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	return limit
+}
+
+func memoryLimit(getenv func(string) string, ratio float64) int64 {
+	if getenv("GOMEMLIMIT") != "" || ratio <= 0 || ratio > 1 {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(getenv(MemoryLimitEnv)), 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return int64(float64(n) * ratio)
 }
 
 // Options are the operator's settings, one per command-line flag.

@@ -40,6 +40,15 @@ func chartCases() []chartCase {
 			}
 			must(t, objs, "Service", "chart-default", "session-operator-metrics")
 			must(t, objs, "ServiceAccount", "chart-default", "session-operator")
+			// The manager learns its memory limit, to keep its heap under it (GOMEMLIMIT).
+			env, _, _ := unstructured.NestedSlice(managerContainer(t, must(t, objs, "Deployment", "chart-default", "session-operator")), "env")
+			if !slices.ContainsFunc(env, func(e any) bool {
+				m, _ := e.(map[string]any)
+				res, _, _ := unstructured.NestedString(m, "valueFrom", "resourceFieldRef", "resource")
+				return m["name"] == "MEMORY_LIMIT" && res == "limits.memory"
+			}) {
+				t.Errorf("the manager's env %v does not give it MEMORY_LIMIT from limits.memory", env)
+			}
 			hook := must(t, objs, "Job", "chart-default", "session-operator-uninstall")
 			if hook.GetAnnotations()["helm.sh/hook"] != "pre-delete" {
 				t.Errorf("the uninstall Job is not a pre-delete hook: %v", hook.GetAnnotations())
