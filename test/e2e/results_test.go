@@ -80,19 +80,19 @@ type results struct {
 	TomcatReplicationP50      float64 `json:"tomcat_replication_seconds_p50"`
 	TomcatReplicationP99      float64 `json:"tomcat_replication_seconds_p99"`
 
-	DeleteGCSeconds    float64            `json:"delete_gc_seconds"`
-	PVCsKept           int                `json:"pvcs_kept"`
-	UninstallLeftovers []string           `json:"uninstall_leftovers"`
-	UninstallSeconds   float64            `json:"uninstall_seconds"`
+	DeleteGCSeconds    float64  `json:"delete_gc_seconds"`
+	PVCsKept           int      `json:"pvcs_kept"`
+	UninstallLeftovers []string `json:"uninstall_leftovers"`
+	UninstallSeconds   float64  `json:"uninstall_seconds"`
 	// UninstallUnwired: helm uninstall met a SessionCluster wiring the user's own
 	// Deployment, and left that Deployment running without its wiring.
-	UninstallUnwired *bool `json:"uninstall_unwired_user_workload,omitempty"`
-	ClusterUpSeconds   float64            `json:"cluster_up_seconds"`
-	ImagesSeconds      float64            `json:"images_seconds"`
-	InstallSeconds     float64            `json:"install_seconds"`
-	SetupSeconds       float64            `json:"setup_seconds"`
-	TotalSeconds       float64            `json:"total_seconds"`
-	StepSeconds        map[string]float64 `json:"step_seconds"`
+	UninstallUnwired *bool              `json:"uninstall_unwired_user_workload,omitempty"`
+	ClusterUpSeconds float64            `json:"cluster_up_seconds"`
+	ImagesSeconds    float64            `json:"images_seconds"`
+	InstallSeconds   float64            `json:"install_seconds"`
+	SetupSeconds     float64            `json:"setup_seconds"`
+	TotalSeconds     float64            `json:"total_seconds"`
+	StepSeconds      map[string]float64 `json:"step_seconds"`
 
 	routingResults // routing_test.go
 	netpolResults  // netpol_test.go
