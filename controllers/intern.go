@@ -2,9 +2,12 @@ package controllers
 
 import (
 	"fmt"
+	"hash/maphash"
+	"maps"
 	"slices"
 	"sync"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -25,7 +28,7 @@ import (
 type interner struct {
 	mu   sync.Mutex
 	m    map[string]string
-	maps map[string]map[string]string // by the map's canonical form
+	maps map[uint64][]map[string]string // by a hash of the map's pairs
 	refs map[string][]metav1.OwnerReference
 }
 
@@ -33,7 +36,7 @@ type interner struct {
 // deleted would otherwise stay for ever). Strings already shared stay shared.
 const maxInterned = 1 << 18
 
-var shared = &interner{m: map[string]string{}, maps: map[string]map[string]string{}, refs: map[string][]metav1.OwnerReference{}}
+var shared = &interner{m: map[string]string{}, maps: map[uint64][]map[string]string{}, refs: map[string][]metav1.OwnerReference{}}
 
 func (in *interner) get(s string) string {
 	if s == "" {
@@ -55,37 +58,45 @@ func (in *interner) getLocked(s string) string {
 	return s
 }
 
-// labels returns the shared map equal to m.
+// labels returns the shared map equal to m. The table is keyed by a hash of the map's
+// sorted pairs, so that it holds no second copy of them.
 func (in *interner) labels(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return m
 	}
 	keys := make([]string, 0, len(m))
-	n := 0
-	for k, v := range m {
+	for k := range m {
 		keys = append(keys, k)
-		n += len(k) + len(v) + 2
 	}
 	slices.Sort(keys)
-	b := make([]byte, 0, n)
+	var h maphash.Hash
+	h.SetSeed(mapSeed)
 	for _, k := range keys {
-		b = append(append(append(append(b, k...), 0), m[k]...), 0)
+		h.WriteString(k)
+		h.WriteByte(0)
+		h.WriteString(m[k])
+		h.WriteByte(0)
 	}
+	sum := h.Sum64()
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if out, ok := in.maps[string(b)]; ok {
-		return out
+	for _, c := range in.maps[sum] {
+		if maps.Equal(c, m) {
+			return c
+		}
 	}
 	out := make(map[string]string, len(m))
 	for k, v := range m {
 		out[in.getLocked(k)] = in.getLocked(v)
 	}
 	if len(in.maps) >= maxInterned/4 {
-		in.maps = map[string]map[string]string{}
+		in.maps = map[uint64][]map[string]string{}
 	}
-	in.maps[string(b)] = out
+	in.maps[sum] = append(in.maps[sum], out)
 	return out
 }
+
+var mapSeed = maphash.MakeSeed()
 
 // internMeta is a cache transform: the object's repeated strings, shared. Annotation
 // values (hashes, digests) differ per object and are left alone.
@@ -97,19 +108,22 @@ func internMeta(obj any) (any, error) {
 	in := shared
 	o.SetNamespace(in.get(o.GetNamespace()))
 	o.SetLabels(in.labels(o.GetLabels()))
-	if ann := o.GetAnnotations(); len(ann) > 0 {
-		out := make(map[string]string, len(ann))
-		for k, v := range ann {
-			out[in.get(k)] = v
-		}
-		o.SetAnnotations(out)
-	}
+	o.SetAnnotations(in.annotations(o.GetAnnotations()))
 	o.SetOwnerReferences(in.owners(o.GetOwnerReferences()))
 	switch t := obj.(type) {
 	case *corev1.Service:
 		t.Spec.Selector = in.labels(t.Spec.Selector)
 	case *policyv1.PodDisruptionBudget:
 		in.selector(t.Spec.Selector)
+	case *appsv1.StatefulSet:
+		in.selector(t.Spec.Selector)
+		in.template(&t.Spec.Template.ObjectMeta)
+		for i := range t.Spec.VolumeClaimTemplates {
+			in.template(&t.Spec.VolumeClaimTemplates[i].ObjectMeta)
+		}
+	case *appsv1.Deployment:
+		in.selector(t.Spec.Selector)
+		in.template(&t.Spec.Template.ObjectMeta)
 	case *networkingv1.NetworkPolicy:
 		in.selector(&t.Spec.PodSelector)
 		for i := range t.Spec.Ingress {
@@ -120,6 +134,28 @@ func internMeta(obj any) (any, error) {
 		}
 	}
 	return obj, nil
+}
+
+// template shares a pod or claim template's labels and annotation keys, which repeat
+// those of the workload.
+func (in *interner) template(m *metav1.ObjectMeta) {
+	m.Labels = in.labels(m.Labels)
+	m.Annotations = in.annotations(m.Annotations)
+}
+
+// annotations returns m with its keys shared; the values (hashes, digests) differ per
+// object.
+func (in *interner) annotations(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return m
+	}
+	out := make(map[string]string, len(m))
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for k, v := range m {
+		out[in.getLocked(k)] = v
+	}
+	return out
 }
 
 func (in *interner) selector(s *metav1.LabelSelector) {

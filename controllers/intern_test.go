@@ -5,6 +5,7 @@ import (
 	"testing"
 	"unsafe"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -51,5 +52,18 @@ func TestInternMetaSharesRepeatedStrings(t *testing.T) {
 	}
 	if a.Annotations["session.sessionops.dev/spec-hash"] != "abc" {
 		t.Errorf("annotations changed: %v", a.Annotations)
+	}
+
+	// A workload's selector and pod template labels are the same map as the Service's.
+	sts := &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/instance": "shop"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app.kubernetes.io/instance": "shop"}}},
+	}}
+	if _, err := internMeta(sts); err != nil {
+		t.Fatal(err)
+	}
+	if reflect.ValueOf(sts.Spec.Selector.MatchLabels).UnsafePointer() != reflect.ValueOf(a.Labels).UnsafePointer() ||
+		reflect.ValueOf(sts.Spec.Template.Labels).UnsafePointer() != reflect.ValueOf(a.Labels).UnsafePointer() {
+		t.Error("a workload's selector and template labels are not shared")
 	}
 }
