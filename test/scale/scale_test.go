@@ -69,6 +69,7 @@ func TestMain(m *testing.M) {
 func runManager() int {
 	ctrl.SetLogger(zap.New(zap.Level(zapcore.InfoLevel)))
 	manager.TuneGC(manager.DefaultGCPercent)
+	manager.TuneMemory(manager.DefaultMemoryLimitRatio)
 	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -112,6 +113,10 @@ func startManager(t *testing.T, kubeconfig, sim string, concurrency int) *proc {
 	p.cmd.Env = append(os.Environ(), "SCALE_ROLE=manager", "KUBECONFIG="+kubeconfig,
 		"SCALE_METRICS="+p.metrics, "SCALE_PPROF="+p.pprof, "SCALE_CONCURRENCY="+strconv.Itoa(concurrency),
 		"SCALE_SENTINEL_SIM="+sim)
+	if limit := memoryLimitBytes(); limit > 0 {
+		// As the chart runs it in a container with this limits.memory.
+		p.cmd.Env = append(p.cmd.Env, manager.MemoryLimitEnv+"="+strconv.FormatInt(limit, 10))
+	}
 	managerStarts++
 	logf, err := os.Create(filepath.Join(resultsDir(t), fmt.Sprintf("scale-manager-%d.log", managerStarts)))
 	if err != nil {
@@ -343,6 +348,9 @@ type results struct {
 	Observer                 string  `json:"observer"`
 	Concurrency              int     `json:"max_concurrent_reconciles"`
 	QPS                      int     `json:"kube_api_qps"`
+	// MemoryLimitMiB is the container memory limit the manager ran as if under (it sets
+	// GOMEMLIMIT to 90% of it, as in the chart); 0: none.
+	MemoryLimitMiB float64 `json:"memory_limit_mib"`
 	Objects                  int     `json:"child_objects"`
 	Stores                   int     `json:"stores"`
 	ConvergeSeconds          float64 `json:"converge_seconds"`
@@ -443,7 +451,8 @@ func TestScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	res := results{N: n, Observer: "sentinel", Concurrency: concurrency, QPS: envInt("SCALE_QPS", manager.DefaultQPS), GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
+	res := results{N: n, Observer: "sentinel", Concurrency: concurrency, QPS: envInt("SCALE_QPS", manager.DefaultQPS), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
+		MemoryLimitMiB: float64(memoryLimitBytes()) / (1 << 20)}
 
 	// The fleet: 20 SessionClusters per namespace.
 	var fleet []*sessionv1.SessionCluster
@@ -894,6 +903,12 @@ func writeDoc(path string, r results, runs []results) error {
 		}
 		return fmt.Sprintf("%.1f", x.ConvergeRequestsPerCluster)
 	}, "")
+	row(fmt.Sprintf("container memory limit the manager ran as if under (`SCALE_MEMORY_LIMIT`; GOMEMLIMIT %.0f%% of it, as in the chart)", 100*manager.DefaultMemoryLimitRatio), func(x results) string {
+		if x.MemoryLimitMiB == 0 {
+			return "none"
+		}
+		return fmt.Sprintf("%.0f MiB", x.MemoryLimitMiB)
+	}, "")
 	row("RSS / heap after convergence (when it stopped, if not converged)", func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSMiB, x.HeapMiB) },
 		"RSS < 500 MiB: "+measured(big.RSSMiB < targetRSSMiB, big.NotConverged == 0 || big.RSSMiB >= targetRSSMiB))
 	row("goroutine stacks after convergence", func(x results) string {
@@ -972,6 +987,16 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// memoryLimitBytes is SCALE_MEMORY_LIMIT (a quantity such as 512Mi): the container memory
+// limit the manager runs as if under. Unset or 0: none, the manager's own footprint.
+func memoryLimitBytes() int64 {
+	q, err := resource.ParseQuantity(os.Getenv("SCALE_MEMORY_LIMIT"))
+	if err != nil {
+		return 0
+	}
+	return q.Value()
 }
 
 func envInt(name string, def int) int {
