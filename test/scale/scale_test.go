@@ -344,13 +344,13 @@ func fleetMember(i int, ns string) *sessionv1.SessionCluster {
 }
 
 type results struct {
-	N                        int     `json:"n"`
-	Observer                 string  `json:"observer"`
-	Concurrency              int     `json:"max_concurrent_reconciles"`
-	QPS                      int     `json:"kube_api_qps"`
+	N           int    `json:"n"`
+	Observer    string `json:"observer"`
+	Concurrency int    `json:"max_concurrent_reconciles"`
+	QPS         int    `json:"kube_api_qps"`
 	// MemoryLimitMiB is the container memory limit the manager ran as if under (it sets
 	// GOMEMLIMIT to 90% of it, as in the chart); 0: none.
-	MemoryLimitMiB float64 `json:"memory_limit_mib"`
+	MemoryLimitMiB           float64 `json:"memory_limit_mib"`
 	Objects                  int     `json:"child_objects"`
 	Stores                   int     `json:"stores"`
 	ConvergeSeconds          float64 `json:"converge_seconds"`
