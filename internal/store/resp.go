@@ -14,8 +14,9 @@ import (
 
 // respConn is one RESP2 connection to a Sentinel or a server. The observer holds
 // thousands of them (a subscription per watched Sentinel), so each carries what it needs
-// and no more: a small read buffer, no write buffer (a command is one Write) and no
-// goroutine of its own. A reply larger than the buffer is read in pieces.
+// and no more: a small read buffer (dropped when a subscription is handed to the
+// readers), no write buffer (a command is one Write) and no goroutine of its own. A reply
+// larger than the buffer is read in pieces.
 type respConn struct {
 	c net.Conn
 	r *bufio.Reader

@@ -37,8 +37,8 @@ const staleEpisode = 10 * time.Minute
 const (
 	// DefaultMaxConnections caps the connections the observer holds: one subscription per
 	// watched Sentinel, plus the query connections of the workers. A subscription costs
-	// a few KiB in the manager (a 512-byte buffer, a parked goroutine) and none of its CPU
-	// while the Sentinel is quiet.
+	// its socket and a few hundred bytes in the manager (no goroutine and no buffer: one
+	// loop reads them all) and none of its CPU while the Sentinel is quiet.
 	DefaultMaxConnections = 16384
 	// DefaultResync is how often a store whose Sentinels are all subscribed to is asked
 	// again although none of them announced anything.
