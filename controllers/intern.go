@@ -89,7 +89,7 @@ func (in *interner) labels(m map[string]string) map[string]string {
 	for k, v := range m {
 		out[in.getLocked(k)] = in.getLocked(v)
 	}
-	if len(in.maps) >= maxInterned {
+	if len(in.maps) >= maxInterned/4 {
 		in.maps = map[uint64][]map[string]string{}
 	}
 	in.maps[sum] = append(in.maps[sum], out)
