@@ -89,6 +89,14 @@ func TestClaimGrowthWithChartRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The StatefulSet controller makes pods beside its claims, and their events wake the
+	// SessionCluster (claims are not watched). This test makes no pods, so it touches the
+	// SessionCluster instead; without that, the claims were seen only when a pass of the
+	// first burst happened to come after them (it failed twice under load).
+	touch := []byte(`{"metadata":{"annotations":{"test.sessionops.dev/claims-made":"true"}}}`)
+	if _, err := dyn.Resource(sessionClusters).Namespace(ns).Patch(ctx(t), "shop", types.MergePatchType, touch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, time.Minute, "claims reported at 1Gi", func() error {
 		return claimsAre(t, ns, "1Gi", 3, 0, "")
 	})
