@@ -168,10 +168,10 @@ func (in *interner) selector(s *metav1.LabelSelector) {
 // same single owner reference.
 func (in *interner) owners(refs []metav1.OwnerReference) []metav1.OwnerReference {
 	if len(refs) != 1 {
+		in.mu.Lock()
+		defer in.mu.Unlock()
 		for i := range refs {
-			r := &refs[i]
-			r.APIVersion, r.Kind, r.Name = in.get(r.APIVersion), in.get(r.Kind), in.get(r.Name)
-			r.UID = types.UID(in.get(string(r.UID)))
+			in.ownerLocked(&refs[i])
 		}
 		return refs
 	}
@@ -182,14 +182,19 @@ func (in *interner) owners(refs []metav1.OwnerReference) []metav1.OwnerReference
 	if out, ok := in.refs[key]; ok {
 		return out
 	}
-	r.APIVersion, r.Kind, r.Name = in.getLocked(r.APIVersion), in.getLocked(r.Kind), in.getLocked(r.Name)
-	r.UID = types.UID(in.getLocked(string(r.UID)))
+	in.ownerLocked(&r)
 	out := []metav1.OwnerReference{r}
 	if len(in.refs) >= maxInterned/4 {
 		in.refs = map[string][]metav1.OwnerReference{}
 	}
 	in.refs[key] = out
 	return out
+}
+
+// ownerLocked shares the strings of one owner reference; in.mu is held.
+func (in *interner) ownerLocked(r *metav1.OwnerReference) {
+	r.APIVersion, r.Kind, r.Name = in.getLocked(r.APIVersion), in.getLocked(r.Kind), in.getLocked(r.Name)
+	r.UID = types.UID(in.getLocked(string(r.UID)))
 }
 
 // flag tells a nil *bool from false.
