@@ -15,7 +15,7 @@
 # Needs root (the run maps the rendered host names to 127.0.0.x in /etc/hosts and restores
 # the file afterwards) and Debian's redis-server, redis-sentinel and redis-tools.
 # DATAPATH_DOWN_AFTER (default 3s) sets spec.store.sentinel.downAfter, and
-# DATAPATH_CLUSTER_NODE_TIMEOUT (default 3s) the sharded store's cluster-node-timeout; DATAPATH_KEEP=1
+# DATAPATH_CLUSTER_NODE_TIMEOUT (default 2s) the sharded store's cluster-node-timeout; DATAPATH_KEEP=1
 # keeps the run directory (configs, logs) even when the run passes.
 
 DATAPATH_TIMEOUT ?= 15m
