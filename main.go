@@ -22,11 +22,12 @@ func main() {
 		os.Exit(runUninstall(os.Args[2:]))
 	}
 	var (
-		o               manager.Options
-		watchNamespaces string
-		qps             float64
-		gcPercent       int
-		memoryRatio     float64
+		o                manager.Options
+		watchNamespaces  string
+		qps              float64
+		gcPercent        int
+		memoryRatio      float64
+		returnIdleMemory bool
 	)
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address the health probe endpoint binds to.")
@@ -45,12 +46,14 @@ func main() {
 	flag.IntVar(&o.Burst, "kube-api-burst", manager.DefaultBurst, "Burst of queries above kube-api-qps.")
 	flag.IntVar(&gcPercent, "gc-percent", manager.DefaultGCPercent, "GOGC for the manager, unless the GOGC environment variable is set.")
 	flag.Float64Var(&memoryRatio, "memory-limit-ratio", manager.DefaultMemoryLimitRatio, "Share of the container's memory limit ("+manager.MemoryLimitEnv+", bytes) the Go runtime keeps the manager under, unless GOMEMLIMIT is set; 0 sets none.")
+	flag.BoolVar(&returnIdleMemory, "return-idle-memory", true, "Once the manager is quiet after a burst, collect and return the free memory the Go runtime keeps for the next one.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 	o.QPS = float32(qps)
+	o.KeepIdleMemory = !returnIdleMemory
 	manager.TuneGC(gcPercent)
 	if limit := manager.TuneMemory(memoryRatio); limit > 0 {
 		log.Info("soft memory limit set", "limitBytes", limit)

@@ -130,6 +130,9 @@ type Options struct {
 	// Admin takes the planned rollout steps on the stores; nil uses the real one, unless
 	// Observer is set (a test without stores).
 	Admin controllers.StoreAdmin
+	// KeepIdleMemory leaves the memory kept after a burst with the Go runtime instead of
+	// returning it once the manager is quiet (IdleMemory).
+	KeepIdleMemory bool
 }
 
 // New builds the manager with the SessionCluster controller registered.
@@ -204,6 +207,11 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
+	}
+	if !o.KeepIdleMemory {
+		if err := mgr.Add(NewIdleMemory()); err != nil {
+			return nil, err
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err

@@ -179,7 +179,13 @@ func (p *proc) waitQuiet(t *testing.T, quiet time.Duration) time.Time {
 }
 
 // rssBytes reads the process's resident set from /proc.
-func (p *proc) rssBytes() int64 {
+func (p *proc) rssBytes() int64 { return p.status("VmRSS:") }
+
+// peakRSSBytes reads the process's largest resident set so far from /proc.
+func (p *proc) peakRSSBytes() int64 { return p.status("VmHWM:") }
+
+// status reads one kB figure of /proc/<pid>/status.
+func (p *proc) status(field string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		return -1
@@ -187,7 +193,7 @@ func (p *proc) rssBytes() int64 {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			return kb * 1024
 		}
@@ -217,6 +223,8 @@ type snapshot struct {
 	count                     uint64
 	heap, stack               float64
 	requests                  map[string]float64
+	// idleReturns counts the manager's returns of idle memory (--return-idle-memory).
+	idleReturns float64
 }
 
 func (p *proc) snapshot(t *testing.T) snapshot {
@@ -264,6 +272,9 @@ func (p *proc) snapshot(t *testing.T) snapshot {
 	s.subscriptions = gauge("session_operator_sentinel_subscriptions")
 	s.queryConns = gauge("session_operator_sentinel_query_connections")
 	s.connCap = gauge("session_operator_sentinel_connections_max")
+	if f := fams["session_operator_idle_memory_returns_total"]; f != nil && len(f.GetMetric()) > 0 {
+		s.idleReturns = f.GetMetric()[0].GetCounter().GetValue()
+	}
 	if f := fams["go_memstats_heap_alloc_bytes"]; f != nil {
 		s.heap = f.GetMetric()[0].GetGauge().GetValue()
 	}
@@ -373,6 +384,15 @@ type results struct {
 	RSSMiB                   float64 `json:"rss_mib"`
 	HeapAfterGCMiB           float64 `json:"heap_after_gc_mib"`
 	RSSAfterGCMiB            float64 `json:"rss_after_gc_mib"`
+	// RSSPeakMiB is the manager's largest resident set until convergence (VmHWM): what a
+	// container limit must leave room for.
+	RSSPeakMiB float64 `json:"rss_peak_mib"`
+	// IdleMemoryReturns counts the manager's returns of free memory once quiet, until
+	// convergence was measured and until the end of the idle window.
+	IdleMemoryReturnsConverged float64 `json:"idle_memory_returns_at_convergence"`
+	IdleMemoryReturnsIdle      float64 `json:"idle_memory_returns_after_idle"`
+	// RSSIdleMiB is the resident set at the end of the idle window, before the forced GC.
+	RSSIdleMiB               float64 `json:"rss_idle_mib"`
 	SentinelConnections      float64 `json:"sentinel_connections"`
 	SentinelSubscriptions    float64 `json:"sentinel_subscriptions"`
 	SentinelConnectionsPeak  float64 `json:"sentinel_connections_peak"`
@@ -509,6 +529,8 @@ func TestScale(t *testing.T) {
 	res.ReadsPerReconcile = s.reads / max(s.reconciles, 1)
 	res.WritesPerReconcile = s.writes / max(s.reconciles, 1)
 	res.HeapMiB, res.RSSMiB, res.StackMiB = s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20), s.stack/(1<<20)
+	res.RSSPeakMiB = float64(mgr.peakRSSBytes()) / (1 << 20)
+	res.IdleMemoryReturnsConverged = s.idleReturns
 	res.ConvergeRequests = requestBreakdown(s.requests, nil, n)
 	res.ConvergeRequestsPerCluster = (s.reads + s.writes) / float64(n)
 	t.Logf("converged in %.1fs; RSS %.1f MiB; %d subscriptions at the simulation", res.ConvergeSeconds, res.RSSMiB, sim.subscriptions())
@@ -517,6 +539,8 @@ func TestScale(t *testing.T) {
 	before, cmdsBefore := mgr.snapshot(t), sim.commands.Load()
 	time.Sleep(idle)
 	after := mgr.snapshot(t)
+	res.RSSIdleMiB = float64(mgr.rssBytes()) / (1 << 20)
+	res.IdleMemoryReturnsIdle = after.idleReturns
 	res.IdleSeconds = idle.Seconds()
 	res.IdleReconciles = after.reconciles - before.reconciles
 	res.IdleWrites = after.writes - before.writes
@@ -917,6 +941,18 @@ func writeDoc(path string, r results, runs []results) error {
 		}
 		return fmt.Sprintf("%.0f MiB", x.StackMiB)
 	}, "")
+	row("peak RSS until convergence (VmHWM)", func(x results) string {
+		if x.RSSPeakMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.0f MiB", x.RSSPeakMiB)
+	}, "")
+	row("RSS at the end of the idle window (the manager's returns of idle memory by convergence / by then)", converged(func(x results) string {
+		if x.RSSIdleMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.0f MiB (%.0f / %.0f)", x.RSSIdleMiB, x.IdleMemoryReturnsConverged, x.IdleMemoryReturnsIdle)
+	}), "")
 	row("RSS / heap after a forced GC", converged(func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSAfterGCMiB, x.HeapAfterGCMiB) }), "")
 	row("idle window (reconciles in it)", converged(func(x results) string { return fmt.Sprintf("%.0f s (%.0f)", x.IdleSeconds, x.IdleReconciles) }), "≥ 300 s")
 	row("writes while idle", converged(func(x results) string { return fmt.Sprintf("%.0f", x.IdleWrites) }),
