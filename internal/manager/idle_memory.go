@@ -18,7 +18,7 @@ var (
 	})
 	idleMemoryReturned = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "session_operator_idle_memory_returned_bytes_total",
-		Help: "Free heap the quiet manager returned to the system (--return-idle-memory).",
+		Help: "Heap above the live heap (free, or dead and not yet collected) when the quiet manager collected and returned its free memory (--return-idle-memory).",
 	})
 )
 
@@ -42,8 +42,8 @@ type IdleMemory struct {
 	// least a 32nd of the live heap per second allowed: a large cache is revisited now and
 	// then (a store's periodic question, an informer's bookmark).
 	MaxAllocRate uint64
-	// MinFree is the free, unreturned heap worth a collection, with at least a quarter of
-	// the live heap required.
+	// MinFree is the heap above the live heap (free and not yet returned, or dead and not
+	// yet collected) worth a collection, with at least a quarter of the live heap required.
 	MinFree uint64
 	// MinGap is the least time between two returns.
 	MinGap time.Duration
@@ -63,10 +63,16 @@ type memSample struct {
 	at        time.Time
 	allocated uint64 // cumulative bytes allocated
 	free      uint64 // free heap not yet returned to the system
+	objects   uint64 // heap holding objects, dead ones not yet collected among them
 	live      uint64 // live heap at the last collection
 }
 
-var memMetrics = []string{"/gc/heap/allocs:bytes", "/memory/classes/heap/free:bytes", "/gc/heap/live:bytes"}
+// reclaimable is what a collection and a return would give back.
+func (s memSample) reclaimable() uint64 {
+	return s.free + s.objects - min(s.objects, s.live)
+}
+
+var memMetrics = []string{"/gc/heap/allocs:bytes", "/memory/classes/heap/free:bytes", "/memory/classes/heap/objects:bytes", "/gc/heap/live:bytes"}
 
 func readMemSample() memSample {
 	s := make([]metrics.Sample, len(memMetrics))
@@ -80,7 +86,7 @@ func readMemSample() memSample {
 		}
 		return s[i].Value.Uint64()
 	}
-	return memSample{at: time.Now(), allocated: value(0), free: value(1), live: value(2)}
+	return memSample{at: time.Now(), allocated: value(0), free: value(1), objects: value(2), live: value(3)}
 }
 
 // shouldReturn decides from the samples of the last Quiet (oldest first) and the time of
@@ -95,7 +101,7 @@ func (m *IdleMemory) shouldReturn(window []memSample, last time.Time) bool {
 		return false
 	}
 	rate := float64(now.allocated-first.allocated) / span.Seconds()
-	return rate <= float64(max(m.MaxAllocRate, now.live/32)) && now.free >= max(m.MinFree, now.live/4)
+	return rate <= float64(max(m.MaxAllocRate, now.live/32)) && now.reclaimable() >= max(m.MinFree, now.live/4)
 }
 
 // Start samples the runtime every Interval until ctx ends.
@@ -132,8 +138,8 @@ func (m *IdleMemory) Start(ctx context.Context) error {
 		last = after.at
 		window = window[:0]
 		idleMemoryReturns.Inc()
-		idleMemoryReturned.Add(float64(s.free))
-		logger.V(1).Info("returned idle memory to the system", "freeBytes", s.free, "liveHeapBytes", after.live)
+		idleMemoryReturned.Add(float64(s.reclaimable()))
+		logger.V(1).Info("returned idle memory to the system", "reclaimableBytes", s.reclaimable(), "liveHeapBytes", after.live)
 		if m.onFree != nil {
 			m.onFree(s)
 		}

@@ -11,9 +11,11 @@ import (
 func TestIdleMemoryDecision(t *testing.T) {
 	m := NewIdleMemory()
 	t0 := time.Unix(1000, 0)
+	// objects holds only the live heap: what is reclaimable is free.
 	at := func(s float64, allocatedMiB, freeMiB, liveMiB uint64) memSample {
-		return memSample{at: t0.Add(time.Duration(s * float64(time.Second))), allocated: allocatedMiB << 20, free: freeMiB << 20, live: liveMiB << 20}
+		return memSample{at: t0.Add(time.Duration(s * float64(time.Second))), allocated: allocatedMiB << 20, free: freeMiB << 20, objects: liveMiB << 20, live: liveMiB << 20}
 	}
+	withDead := func(s memSample, deadMiB uint64) memSample { s.objects += deadMiB << 20; return s }
 	cases := []struct {
 		name   string
 		window []memSample
@@ -29,6 +31,7 @@ func TestIdleMemoryDecision(t *testing.T) {
 		{"returned less than MinGap ago", []memSample{at(0, 1000, 150, 300), at(3, 1000, 150, 300)}, t0.Add(-30 * time.Second), false},
 		{"returned more than MinGap ago", []memSample{at(0, 1000, 150, 300), at(3, 1000, 150, 300)}, t0.Add(-90 * time.Second), true},
 		{"one sample", []memSample{at(3, 1000, 150, 300)}, time.Time{}, false},
+		{"dead objects not yet collected count", []memSample{at(0, 1000, 10, 300), withDead(at(3, 1000, 10, 300), 100)}, time.Time{}, true},
 	}
 	for _, c := range cases {
 		if got := m.shouldReturn(c.window, c.last); got != c.want {
