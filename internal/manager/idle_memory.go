@@ -30,9 +30,9 @@ func init() { ctrlmetrics.Registry.MustRegister(idleMemoryReturns, idleMemoryRet
 // the runtime then keeps free pages up to 1.1 times the next collection's goal: at ten
 // thousand SessionClusters, about 150 MiB that an idle manager holds for a burst that may
 // not come again. Like the JVM's collection when idle (JEP 346), once the manager has
-// allocated little for a while and enough of its heap is free, it collects and returns the
-// free pages. A busy manager is left alone, and a return happens at most once per MinGap,
-// so the extra collection costs an idle manager well under 1% of a core.
+// allocated little for a while and enough of its heap is above the live heap, it collects
+// and returns the free pages. A busy manager is left alone, and a return happens at most
+// once per MinGap, so the extra collection costs an idle manager under 1% of a core.
 type IdleMemory struct {
 	// Interval is how often the runtime's counters are read.
 	Interval time.Duration
