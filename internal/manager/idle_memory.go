@@ -48,8 +48,6 @@ type IdleMemory struct {
 	// MinGap is the least time between two returns.
 	MinGap time.Duration
 
-	read   func() memSample
-	free   func()
 	onFree func(before memSample) // tests
 }
 
@@ -106,13 +104,6 @@ func (m *IdleMemory) shouldReturn(window []memSample, last time.Time) bool {
 
 // Start samples the runtime every Interval until ctx ends.
 func (m *IdleMemory) Start(ctx context.Context) error {
-	read, free := m.read, m.free
-	if read == nil {
-		read = readMemSample
-	}
-	if free == nil {
-		free = debug.FreeOSMemory
-	}
 	logger := log.FromContext(ctx).WithName("idle-memory")
 	tick := time.NewTicker(m.Interval)
 	defer tick.Stop()
@@ -124,7 +115,7 @@ func (m *IdleMemory) Start(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		s := read()
+		s := readMemSample()
 		window = append(window, s)
 		// Keep the newest samples that span Quiet, and one older: the window's start.
 		for len(window) > 2 && s.at.Sub(window[1].at) >= m.Quiet {
@@ -133,8 +124,8 @@ func (m *IdleMemory) Start(ctx context.Context) error {
 		if !m.shouldReturn(window, last) {
 			continue
 		}
-		free()
-		after := read()
+		debug.FreeOSMemory()
+		after := readMemSample()
 		last = after.at
 		window = window[:0]
 		idleMemoryReturns.Inc()

@@ -387,8 +387,9 @@ type results struct {
 	// RSSPeakMiB is the manager's largest resident set until convergence (VmHWM): what a
 	// container limit must leave room for.
 	RSSPeakMiB float64 `json:"rss_peak_mib"`
-	// IdleMemoryReturns counts the manager's returns of free memory once quiet, until
-	// convergence was measured and until the end of the idle window.
+	// IdleMemoryReturnsConverged and IdleMemoryReturnsIdle count the manager's returns of
+	// free memory once quiet, until convergence was measured and until the end of the idle
+	// window.
 	IdleMemoryReturnsConverged float64 `json:"idle_memory_returns_at_convergence"`
 	IdleMemoryReturnsIdle      float64 `json:"idle_memory_returns_after_idle"`
 	// RSSIdleMiB is the resident set at the end of the idle window, before the forced GC.
