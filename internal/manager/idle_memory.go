@@ -43,7 +43,9 @@ type IdleMemory struct {
 	// then (a store's periodic question, an informer's bookmark).
 	MaxAllocRate uint64
 	// MinFree is the heap above the live heap (free and not yet returned, or dead and not
-	// yet collected) worth a collection, with at least a quarter of the live heap required.
+	// yet collected) worth a collection, with at least an eighth of the live heap required.
+	// What bounds the cost is MinGap, not this: a quiet manager's garbage grows by the
+	// minute, and past an eighth of the live heap it is worth the collection.
 	MinFree uint64
 	// MinGap is the least time between two returns.
 	MinGap time.Duration
@@ -99,7 +101,7 @@ func (m *IdleMemory) shouldReturn(window []memSample, last time.Time) bool {
 		return false
 	}
 	rate := float64(now.allocated-first.allocated) / span.Seconds()
-	return rate <= float64(max(m.MaxAllocRate, now.live/32)) && now.reclaimable() >= max(m.MinFree, now.live/4)
+	return rate <= float64(max(m.MaxAllocRate, now.live/32)) && now.reclaimable() >= max(m.MinFree, now.live/8)
 }
 
 // Start samples the runtime every Interval until ctx ends.

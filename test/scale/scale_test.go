@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -181,6 +182,20 @@ func (p *proc) waitQuiet(t *testing.T, quiet time.Duration) time.Time {
 // rssBytes reads the process's resident set from /proc.
 func (p *proc) rssBytes() int64 { return p.status("VmRSS:") }
 
+// sampleRSS reads the resident set every interval for d, and returns the readings sorted.
+// A snapshot catches the heap anywhere between two collections; the spread over a quiet
+// window is the manager's memory while idle.
+func (p *proc) sampleRSS(d, interval time.Duration) []float64 {
+	var out []float64
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(interval) {
+		if b := p.rssBytes(); b > 0 {
+			out = append(out, float64(b))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // peakRSSBytes reads the process's largest resident set so far from /proc.
 func (p *proc) peakRSSBytes() int64 { return p.status("VmHWM:") }
 
@@ -222,6 +237,9 @@ type snapshot struct {
 	buckets                   []*dto.Bucket
 	count                     uint64
 	heap, stack               float64
+	// heapInuse is the heap's spans in use (live and dead objects, and the unused slots
+	// between them); heapFree is free heap the runtime holds but has not returned.
+	heapInuse, heapFree float64
 	requests                  map[string]float64
 	// idleReturns counts the manager's returns of idle memory (--return-idle-memory).
 	idleReturns float64
@@ -281,6 +299,8 @@ func (p *proc) snapshot(t *testing.T) snapshot {
 	if f := fams["go_memstats_stack_inuse_bytes"]; f != nil {
 		s.stack = f.GetMetric()[0].GetGauge().GetValue()
 	}
+	s.heapInuse = gauge("go_memstats_heap_inuse_bytes")
+	s.heapFree = gauge("go_memstats_heap_idle_bytes") - gauge("go_memstats_heap_released_bytes")
 	return s
 }
 
@@ -382,6 +402,11 @@ type results struct {
 	IdleReconcileP99Millis   float64 `json:"idle_reconcile_p99_ms"`
 	HeapMiB                  float64 `json:"heap_mib"`
 	RSSMiB                   float64 `json:"rss_mib"`
+	// HeapInuseMiB and HeapFreeMiB split the resident set at convergence: the heap's spans
+	// in use (objects, dead or alive, and the gaps between them) and the free heap not yet
+	// returned to the system.
+	HeapInuseMiB float64 `json:"heap_inuse_mib"`
+	HeapFreeMiB  float64 `json:"heap_free_mib"`
 	HeapAfterGCMiB           float64 `json:"heap_after_gc_mib"`
 	RSSAfterGCMiB            float64 `json:"rss_after_gc_mib"`
 	// RSSPeakMiB is the manager's largest resident set until convergence (VmHWM): what a
@@ -392,6 +417,10 @@ type results struct {
 	// window.
 	IdleMemoryReturnsConverged float64 `json:"idle_memory_returns_at_convergence"`
 	IdleMemoryReturnsIdle      float64 `json:"idle_memory_returns_after_idle"`
+	// RSSIdleMedianMiB and RSSIdleMaxMiB are the median and largest of the resident set
+	// read every second through the idle window.
+	RSSIdleMedianMiB float64 `json:"rss_idle_median_mib"`
+	RSSIdleMaxMiB    float64 `json:"rss_idle_max_mib"`
 	// RSSIdleMiB is the resident set at the end of the idle window, before the forced GC.
 	RSSIdleMiB               float64 `json:"rss_idle_mib"`
 	SentinelConnections      float64 `json:"sentinel_connections"`
@@ -531,6 +560,7 @@ func TestScale(t *testing.T) {
 	res.WritesPerReconcile = s.writes / max(s.reconciles, 1)
 	res.HeapMiB, res.RSSMiB, res.StackMiB = s.heap/(1<<20), float64(mgr.rssBytes())/(1<<20), s.stack/(1<<20)
 	res.RSSPeakMiB = float64(mgr.peakRSSBytes()) / (1 << 20)
+	res.HeapInuseMiB, res.HeapFreeMiB = s.heapInuse/(1<<20), s.heapFree/(1<<20)
 	res.IdleMemoryReturnsConverged = s.idleReturns
 	res.ConvergeRequests = requestBreakdown(s.requests, nil, n)
 	res.ConvergeRequestsPerCluster = (s.reads + s.writes) / float64(n)
@@ -538,9 +568,12 @@ func TestScale(t *testing.T) {
 
 	// Idle: nothing changes; the manager may neither write nor read much.
 	before, cmdsBefore := mgr.snapshot(t), sim.commands.Load()
-	time.Sleep(idle)
+	rss := mgr.sampleRSS(idle, time.Second)
 	after := mgr.snapshot(t)
 	res.RSSIdleMiB = float64(mgr.rssBytes()) / (1 << 20)
+	if len(rss) > 0 {
+		res.RSSIdleMedianMiB, res.RSSIdleMaxMiB = rss[len(rss)/2]/(1<<20), rss[len(rss)-1]/(1<<20)
+	}
 	res.IdleMemoryReturnsIdle = after.idleReturns
 	res.IdleSeconds = idle.Seconds()
 	res.IdleReconciles = after.reconciles - before.reconciles
@@ -936,6 +969,12 @@ func writeDoc(path string, r results, runs []results) error {
 	}, "")
 	row("RSS / heap after convergence (when it stopped, if not converged)", func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSMiB, x.HeapMiB) },
 		"RSS < 500 MiB: "+measured(big.RSSMiB < targetRSSMiB, big.NotConverged == 0 || big.RSSMiB >= targetRSSMiB)+underLimit(big))
+	row("heap spans in use / free heap not yet returned, after convergence", func(x results) string {
+		if x.HeapInuseMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.0f / %.0f MiB", x.HeapInuseMiB, x.HeapFreeMiB)
+	}, "")
 	row("goroutine stacks after convergence", func(x results) string {
 		if x.StackMiB == 0 {
 			return "—"
@@ -953,6 +992,12 @@ func writeDoc(path string, r results, runs []results) error {
 			return "—"
 		}
 		return fmt.Sprintf("%.0f MiB (%.0f / %.0f)", x.RSSIdleMiB, x.IdleMemoryReturnsConverged, x.IdleMemoryReturnsIdle)
+	}), "")
+	row("RSS through the idle window, read every second: median / largest", converged(func(x results) string {
+		if x.RSSIdleMaxMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.0f / %.0f MiB", x.RSSIdleMedianMiB, x.RSSIdleMaxMiB)
 	}), "")
 	row("RSS / heap after a forced GC", converged(func(x results) string { return fmt.Sprintf("%.0f / %.0f MiB", x.RSSAfterGCMiB, x.HeapAfterGCMiB) }), "")
 	row("idle window (reconciles in it)", converged(func(x results) string { return fmt.Sprintf("%.0f s (%.0f)", x.IdleSeconds, x.IdleReconciles) }), "≥ 300 s")
