@@ -53,6 +53,13 @@ const (
 	// and for a subscription that cannot be made.
 	retryMin = 2 * time.Second
 	retryMax = 5 * time.Minute
+	// resyncUnhealthy is the first re-check of a store whose Sentinels name a primary that
+	// cannot take writes (or whose servers include another primary), doubled per such
+	// assessment in a row up to resyncUnsettled. Sentinel announces nothing when its link
+	// to a newly promoted primary comes up: right after +switch-master every Sentinel
+	// shows the new primary disconnected for a second or so, and only asking again says
+	// when that ended.
+	resyncUnhealthy = time.Second
 	// eventSettle lets a burst of announcements (a failover makes a dozen) end in one
 	// re-assessment.
 	eventSettle = 200 * time.Millisecond
@@ -83,8 +90,9 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // minutes, not every few seconds. Dead peers are found by TCP keepalive, not by pings.
 //
 // Tracking (Latest, after Start): Concurrency workers assess the tracked stores, each
-// again after Resync while it is settled and watched, sooner while it is not, with
-// backoff while no Sentinel answers; a reconcile reads the latest Observation without
+// again after Resync while it is settled and watched, sooner while it is not, within
+// seconds while its primary cannot take writes (backing off to the unsettled interval),
+// with backoff while no Sentinel answers; a reconcile reads the latest Observation without
 // dialing, and Notify is called only when an Observation changed (the key count aside).
 //
 // Connections: at most MaxConnections at once. Query connections come from a shared
@@ -158,6 +166,7 @@ type storeState struct {
 	obs           Observation
 	err           error
 	failures      int // assessments in a row no Sentinel answered
+	unhealthy     int // assessments in a row that found the primary unable to take writes
 	downAfter     time.Duration
 	downSince     map[string]time.Time // primary host -> first +sdown (or +odown) seen
 	failoverStart map[string]time.Time // primary host -> first +try-failover seen
@@ -339,10 +348,13 @@ func (o *SentinelObserver) assessTracked(ctx context.Context, key types.Namespac
 // nextCheck is when a store is asked again; o.mu is held.
 func (o *SentinelObserver) nextCheck(st *storeState, obs Observation, err error) time.Duration {
 	st.mu.Lock()
-	failures := st.failures
+	failures, unhealthy := st.failures, st.unhealthy
 	st.mu.Unlock()
 	if err != nil && obs.SentinelsReachable == 0 {
 		return backoff(failures)
+	}
+	if unhealthy > 0 {
+		return unhealthyRecheck(unhealthy)
 	}
 	if obs.PrimaryHost == "" || obs.SentinelsReachable < len(st.target.Sentinels) {
 		return resyncUnsettled
@@ -365,6 +377,17 @@ func backoff(failures int) time.Duration {
 		d *= 2
 	}
 	return jitter(min(d, retryMax))
+}
+
+// unhealthyRecheck is resyncUnhealthy doubled per unhealthy assessment in a row, at most
+// resyncUnsettled, jittered: a failover's moment of disconnected links is seen to end
+// within a second or two, and a primary that stays down costs a question every 30 s.
+func unhealthyRecheck(unhealthy int) time.Duration {
+	d := resyncUnhealthy
+	for i := 1; i < unhealthy && d < resyncUnsettled; i++ {
+		d *= 2
+	}
+	return jitter(min(d, resyncUnsettled))
 }
 
 // jitter spreads d over [0.8d, 1.2d) so that stores created together are not asked
@@ -473,6 +496,11 @@ func (o *SentinelObserver) assess(ctx context.Context, st *storeState) (Observat
 		st.failures++
 	} else {
 		st.failures = 0
+	}
+	if obs.Health.PrimaryDown != "" || len(obs.Health.OtherPrimaries) > 0 {
+		st.unhealthy++
+	} else {
+		st.unhealthy = 0
 	}
 	changed := !st.assessed || !sameObservation(st.obs, obs) || (st.err == nil) != (err == nil)
 	st.assessed, st.obs, st.err = true, obs, err

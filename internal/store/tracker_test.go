@@ -20,6 +20,7 @@ type fakeSentinel struct {
 
 	mu      sync.Mutex
 	primary string
+	flags   string // of the primary in SENTINEL MASTER; "master" when empty
 	subs    map[net.Conn]bool
 	open    int
 	asked   int
@@ -93,10 +94,13 @@ func (f *fakeSentinel) serve(c net.Conn) {
 		case "SENTINEL":
 			f.mu.Lock()
 			f.asked++
-			p := f.primary
+			p, flags := f.primary, f.flags
 			f.mu.Unlock()
+			if flags == "" {
+				flags = "master"
+			}
 			if strings.ToUpper(args[1]) == "MASTER" {
-				out = []string{"name", "shop", "ip", p, "port", "6379", "flags", "master", "down-after-milliseconds", "3000"}
+				out = []string{"name", "shop", "ip", p, "port", "6379", "flags", flags, "down-after-milliseconds", "3000"}
 			} else {
 				out = []string{}
 			}
@@ -202,6 +206,62 @@ func TestTrackerObservesOffTheReconcilePath(t *testing.T) {
 	if err := waitFor(5*time.Second, func() bool { open, _, _ := fake.stats(); return open == 0 }); err != nil {
 		open, _, _ := fake.stats()
 		t.Fatalf("%d connections left after Forget", open)
+	}
+}
+
+// After +switch-master every Sentinel shows the new primary's link down for a moment, and
+// announces nothing when it comes up. A store found so must be asked again soon, not at
+// the next resync minutes later, or its status says NoPrimary for that long.
+func TestUnhealthyPrimaryIsAskedAgainSoon(t *testing.T) {
+	fake := newFakeSentinel(t, hostA)
+	fake.flags = "master,disconnected"
+	o := NewSentinelObserver(2, time.Second)
+	woken := make(chan types.NamespacedName, 16)
+	o.Notify = func(k types.NamespacedName) { woken <- k }
+	o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, fake.ln.Addr().String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = o.Start(ctx); close(done) }()
+	defer func() {
+		cancel()
+		<-done
+		waitNoGoroutines(t)
+	}()
+	key := types.NamespacedName{Namespace: "web", Name: "shop"}
+	target := Target{Cluster: key, MasterName: "shop", Sentinels: []string{"s0:26379", "s1:26379", "s2:26379"}, Username: "op", Password: "pw"}
+	o.Latest(target)
+	if err := waitFor(5*time.Second, func() bool {
+		obs, _, ok := o.Latest(target)
+		return ok && obs.Health.PrimaryDown != ""
+	}); err != nil {
+		t.Fatal("the disconnected primary was never reported down")
+	}
+	fake.mu.Lock()
+	fake.flags = "master"
+	fake.mu.Unlock()
+	start := time.Now()
+	if err := waitFor(10*time.Second, func() bool {
+		obs, _, _ := o.Latest(target)
+		return obs.Health.PrimaryDown == "" && obs.PrimaryHost == hostA
+	}); err != nil {
+		obs, _, _ := o.Latest(target)
+		t.Fatalf("the primary's link came back, the observation still says %q after %s", obs.Health.PrimaryDown, time.Since(start).Round(time.Millisecond))
+	}
+	t.Logf("seen healthy again %s after the link came back", time.Since(start).Round(time.Millisecond))
+}
+
+func TestUnhealthyRecheck(t *testing.T) {
+	if d := unhealthyRecheck(1); d < resyncUnhealthy*8/10 || d > resyncUnhealthy*12/10 {
+		t.Fatalf("first re-check after %s", d)
+	}
+	if d := unhealthyRecheck(3); d < 4*resyncUnhealthy*8/10 || d > 4*resyncUnhealthy*12/10 {
+		t.Fatalf("third re-check after %s, want about %s", d, 4*resyncUnhealthy)
+	}
+	if d := unhealthyRecheck(100); d > resyncUnsettled*12/10 || d < resyncUnsettled*8/10 {
+		t.Fatalf("re-check after 100 unhealthy assessments: %s, want about %s", d, resyncUnsettled)
 	}
 }
 
