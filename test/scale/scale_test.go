@@ -240,7 +240,7 @@ type snapshot struct {
 	// heapInuse is the heap's spans in use (live and dead objects, and the unused slots
 	// between them); heapFree is free heap the runtime holds but has not returned.
 	heapInuse, heapFree float64
-	requests                  map[string]float64
+	requests            map[string]float64
 	// idleReturns counts the manager's returns of idle memory (--return-idle-memory).
 	idleReturns float64
 }
@@ -405,10 +405,10 @@ type results struct {
 	// HeapInuseMiB and HeapFreeMiB split the resident set at convergence: the heap's spans
 	// in use (objects, dead or alive, and the gaps between them) and the free heap not yet
 	// returned to the system.
-	HeapInuseMiB float64 `json:"heap_inuse_mib"`
-	HeapFreeMiB  float64 `json:"heap_free_mib"`
-	HeapAfterGCMiB           float64 `json:"heap_after_gc_mib"`
-	RSSAfterGCMiB            float64 `json:"rss_after_gc_mib"`
+	HeapInuseMiB   float64 `json:"heap_inuse_mib"`
+	HeapFreeMiB    float64 `json:"heap_free_mib"`
+	HeapAfterGCMiB float64 `json:"heap_after_gc_mib"`
+	RSSAfterGCMiB  float64 `json:"rss_after_gc_mib"`
 	// RSSPeakMiB is the manager's largest resident set until convergence (VmHWM): what a
 	// container limit must leave room for.
 	RSSPeakMiB float64 `json:"rss_peak_mib"`
