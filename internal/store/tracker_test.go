@@ -216,8 +216,6 @@ func TestUnhealthyPrimaryIsAskedAgainSoon(t *testing.T) {
 	fake := newFakeSentinel(t, hostA)
 	fake.flags = "master,disconnected"
 	o := NewSentinelObserver(2, time.Second)
-	woken := make(chan types.NamespacedName, 16)
-	o.Notify = func(k types.NamespacedName) { woken <- k }
 	o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, fake.ln.Addr().String())
