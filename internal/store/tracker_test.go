@@ -134,13 +134,13 @@ func (f *fakeSentinel) stats() (open, subs, asked int) {
 	return f.open, len(f.subs), f.asked
 }
 
-func TestTrackerObservesOffTheReconcilePath(t *testing.T) {
-	fake := newFakeSentinel(t, hostA)
+// startTracker runs an observer whose store "web/shop" has three Sentinel names, all
+// served by fake (the dialer maps them, as the scale benchmark's does); it stops when the
+// test ends, leaving no goroutine behind.
+func startTracker(t *testing.T, fake *fakeSentinel, notify func(types.NamespacedName)) (*SentinelObserver, Target) {
+	t.Helper()
 	o := NewSentinelObserver(2, time.Second)
-	woken := make(chan types.NamespacedName, 16)
-	o.Notify = func(k types.NamespacedName) { woken <- k }
-	// Three Sentinel names, all served by the fake: the dialer maps them, as the scale
-	// benchmark's does.
+	o.Notify = notify
 	o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, fake.ln.Addr().String())
@@ -148,14 +148,20 @@ func TestTrackerObservesOffTheReconcilePath(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = o.Start(ctx); close(done) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		<-done
 		waitNoGoroutines(t)
-	}()
-
+	})
 	key := types.NamespacedName{Namespace: "web", Name: "shop"}
-	target := Target{Cluster: key, MasterName: "shop", Sentinels: []string{"s0:26379", "s1:26379", "s2:26379"}, Username: "op", Password: "pw"}
+	return o, Target{Cluster: key, MasterName: "shop", Sentinels: []string{"s0:26379", "s1:26379", "s2:26379"}, Username: "op", Password: "pw"}
+}
+
+func TestTrackerObservesOffTheReconcilePath(t *testing.T) {
+	fake := newFakeSentinel(t, hostA)
+	woken := make(chan types.NamespacedName, 16)
+	o, target := startTracker(t, fake, func(k types.NamespacedName) { woken <- k })
+	key := target.Cluster
 	if _, _, ok := o.Latest(target); ok {
 		t.Fatal("Latest before any assessment: want not ok")
 	}
@@ -215,21 +221,7 @@ func TestTrackerObservesOffTheReconcilePath(t *testing.T) {
 func TestUnhealthyPrimaryIsAskedAgainSoon(t *testing.T) {
 	fake := newFakeSentinel(t, hostA)
 	fake.flags = "master,disconnected"
-	o := NewSentinelObserver(2, time.Second)
-	o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, fake.ln.Addr().String())
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = o.Start(ctx); close(done) }()
-	defer func() {
-		cancel()
-		<-done
-		waitNoGoroutines(t)
-	}()
-	key := types.NamespacedName{Namespace: "web", Name: "shop"}
-	target := Target{Cluster: key, MasterName: "shop", Sentinels: []string{"s0:26379", "s1:26379", "s2:26379"}, Username: "op", Password: "pw"}
+	o, target := startTracker(t, fake, nil)
 	o.Latest(target)
 	if err := waitFor(5*time.Second, func() bool {
 		obs, _, ok := o.Latest(target)
