@@ -173,6 +173,7 @@ type storeState struct {
 	last          *Switch
 	lastInferred  bool
 	lastPrimary   string
+	announced     int      // +switch-master announcements taken, to tell replies that predate one
 	primaries     []string // primary addresses DBSIZE was asked at, whose idle connections Forget closes
 }
 
@@ -403,9 +404,30 @@ type sentinelReply struct {
 	err      error // the Sentinel could not be asked
 }
 
+// assessAttempts bounds how often an assessment asks again because a switch was
+// announced while it was asking.
+const assessAttempts = 3
+
 // assess asks every Sentinel of the store and samples its primary, records the result
 // and calls Notify when the Observation changed.
+//
+// Replies asked for before a +switch-master announcement may name the replaced primary;
+// recorded after it, they would undo the switch (and a reconcile would relabel the dead
+// server as primary). So an assessment during which a switch was announced asks again.
 func (o *SentinelObserver) assess(ctx context.Context, st *storeState) (Observation, error) {
+	for attempt := 1; ; attempt++ {
+		st.mu.Lock()
+		announced := st.announced
+		st.mu.Unlock()
+		obs, err := o.ask(ctx, st)
+		if out, ok := o.record(st, obs, err, announced, attempt == assessAttempts); ok {
+			return out, err
+		}
+	}
+}
+
+// ask asks every Sentinel of the store and samples its primary.
+func (o *SentinelObserver) ask(ctx context.Context, st *storeState) (Observation, error) {
 	t := st.target
 	replies := make([]sentinelReply, len(t.Sentinels))
 	var wg sync.WaitGroup
@@ -473,11 +495,25 @@ func (o *SentinelObserver) assess(ctx context.Context, st *storeState) (Observat
 		obs.Keys = o.dbsize(ctx, st, primaryAddr)
 	}
 
-	var err error
 	if obs.SentinelsReachable == 0 && len(errs) > 0 {
-		err = errors.Join(errs...)
+		return obs, errors.Join(errs...)
 	}
+	return obs, nil
+}
+
+// record makes obs the store's latest Observation, unless a switch was announced since
+// the assessment began (announced is the count then): it then reports !ok, for the
+// caller to ask again, or on its last attempt keeps the announced primary.
+func (o *SentinelObserver) record(st *storeState, obs Observation, err error, announced int, last bool) (Observation, bool) {
 	st.mu.Lock()
+	stale := st.announced != announced
+	if stale && !last {
+		st.mu.Unlock()
+		return Observation{}, false
+	}
+	if stale && obs.PrimaryHost != "" {
+		obs.PrimaryHost = st.lastPrimary
+	}
 	if obs.PrimaryHost != "" {
 		if st.lastPrimary != "" && st.lastPrimary != obs.PrimaryHost &&
 			(st.last == nil || st.last.From != st.lastPrimary || st.last.To != obs.PrimaryHost) {
@@ -509,7 +545,7 @@ func (o *SentinelObserver) assess(ctx context.Context, st *storeState) (Observat
 	if changed && o.Notify != nil {
 		o.Notify(st.key)
 	}
-	return out, err
+	return out, true
 }
 
 // sameObservation compares what a reconcile acts on; the key count is a sample for a
@@ -985,6 +1021,7 @@ func (o *SentinelObserver) handle(st *storeState, channel, payload string) {
 		}
 		st.last = &Switch{From: from, To: to, At: now, Duration: switchDuration(now, down, start, st.downAfter)}
 		st.lastInferred = false
+		st.announced++
 		st.lastPrimary = to
 		delete(st.downSince, from)
 		delete(st.failoverStart, from)

@@ -20,7 +20,8 @@ type fakeSentinel struct {
 
 	mu      sync.Mutex
 	primary string
-	flags   string // of the primary in SENTINEL MASTER; "master" when empty
+	flags   string        // of the primary in SENTINEL MASTER; "master" when empty
+	hold    chan struct{} // when set, SENTINEL replies are written once it is closed
 	subs    map[net.Conn]bool
 	open    int
 	asked   int
@@ -94,8 +95,11 @@ func (f *fakeSentinel) serve(c net.Conn) {
 		case "SENTINEL":
 			f.mu.Lock()
 			f.asked++
-			p, flags := f.primary, f.flags
+			p, flags, hold := f.primary, f.flags, f.hold
 			f.mu.Unlock()
+			if hold != nil {
+				<-hold
+			}
 			if flags == "" {
 				flags = "master"
 			}
@@ -241,6 +245,51 @@ func TestUnhealthyPrimaryIsAskedAgainSoon(t *testing.T) {
 		t.Fatalf("the primary's link came back, the observation still says %q after %s", obs.Health.PrimaryDown, time.Since(start).Round(time.Millisecond))
 	}
 	t.Logf("seen healthy again %s after the link came back", time.Since(start).Round(time.Millisecond))
+}
+
+// An assessment whose replies were asked for before a +switch-master, and recorded after
+// it, must not undo the switch: the reconcile that follows would relabel the old primary.
+func TestAssessmentDoesNotUndoAnAnnouncedSwitch(t *testing.T) {
+	fake := newFakeSentinel(t, hostA)
+	o, target := startTracker(t, fake, nil)
+	o.Latest(target)
+	if err := waitFor(5*time.Second, func() bool { return len(o.Watching(target.Cluster)) == 3 }); err != nil {
+		t.Fatalf("watching %v", o.Watching(target.Cluster))
+	}
+	_, _, asked := fake.stats()
+	hold := make(chan struct{})
+	fake.mu.Lock()
+	fake.hold = hold
+	fake.mu.Unlock()
+	type result struct {
+		obs Observation
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		obs, err := o.Observe(context.Background(), target)
+		done <- result{obs, err}
+	}()
+	// Every Sentinel has been asked, and answers hostA once let go.
+	if err := waitFor(5*time.Second, func() bool { _, _, n := fake.stats(); return n >= asked+3 }); err != nil {
+		t.Fatal("the assessment never asked the Sentinels")
+	}
+	fake.mu.Lock()
+	fake.hold = nil
+	fake.mu.Unlock()
+	fake.announce(hostA, hostB)
+	if err := waitFor(5*time.Second, func() bool { obs, _, _ := o.Latest(target); return obs.PrimaryHost == hostB }); err != nil {
+		t.Fatal("the announcement was not taken")
+	}
+	close(hold)
+	r := <-done
+	if r.err != nil || r.obs.PrimaryHost != hostB {
+		t.Fatalf("the assessment begun before the switch returned primary %q (%v), want %q", r.obs.PrimaryHost, r.err, hostB)
+	}
+	obs, _, _ := o.Latest(target)
+	if obs.PrimaryHost != hostB || obs.LastSwitch == nil || obs.LastSwitch.From != hostA || obs.LastSwitch.To != hostB {
+		t.Fatalf("after the stale replies: primary %q, last switch %+v; want %s -> %s", obs.PrimaryHost, obs.LastSwitch, hostA, hostB)
+	}
 }
 
 func TestUnhealthyRecheck(t *testing.T) {
