@@ -98,8 +98,9 @@ func (in *interner) labels(m map[string]string) map[string]string {
 
 var mapSeed = maphash.MakeSeed()
 
-// internMeta is a cache transform: the object's repeated strings, shared. Annotation
-// values (hashes, digests) differ per object and are left alone.
+// internMeta is a cache transform: the object's repeated strings, shared, and its
+// annotations packed (packed_annotations.go): their values (hashes, digests) differ per
+// object.
 func internMeta(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)
 	if !ok {
@@ -108,7 +109,7 @@ func internMeta(obj any) (any, error) {
 	in := shared
 	o.SetNamespace(in.get(o.GetNamespace()))
 	o.SetLabels(in.labels(o.GetLabels()))
-	o.SetAnnotations(in.annotations(o.GetAnnotations()))
+	packAnnotations(o)
 	o.SetOwnerReferences(in.owners(o.GetOwnerReferences()))
 	switch t := obj.(type) {
 	case *corev1.Service:

@@ -50,7 +50,10 @@ func TestInternMetaSharesRepeatedStrings(t *testing.T) {
 	if c := shared.labels(map[string]string{"app.kubernetes.io/instance": "other"}); c["app.kubernetes.io/instance"] != "other" || len(c) != 1 {
 		t.Errorf("a different label map came back as %v", c)
 	}
-	if a.Annotations["session.sessionops.dev/spec-hash"] != "abc" {
+	if a.Annotations != nil || a.SelfLink == "" {
+		t.Errorf("annotations not packed: %v, selfLink %q", a.Annotations, a.SelfLink)
+	}
+	if unpackAnnotations(a); a.Annotations["session.sessionops.dev/spec-hash"] != "abc" || len(a.Annotations) != 1 {
 		t.Errorf("annotations changed: %v", a.Annotations)
 	}
 

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -44,8 +45,10 @@ var (
 	// managerWrites counts the manager's own write requests, not the tests'.
 	managerWrites = &testenv.Counter{}
 	waker         = NewWaker()
-	scheme        = runtime.NewScheme()
-	nsCounter     atomic.Int64
+	// mgrCache is the manager's cache, for tests of what it holds.
+	mgrCache  cache.Cache
+	scheme    = runtime.NewScheme()
+	nsCounter atomic.Int64
 )
 
 func TestMain(m *testing.M) {
@@ -78,11 +81,13 @@ func runSuite(m *testing.M) int {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  CacheOptions(nil, false),
+		NewCache:               NewCache,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	mgrCache = mgr.GetCache()
 	gateway := &GatewayDetector{Mapper: mgr.GetRESTMapper(), OpenAPI: discovery.NewDiscoveryClientForConfigOrDie(cfg).OpenAPIV3()}
 	r := &SessionClusterReconciler{
 		Client:                  mgr.GetClient(),

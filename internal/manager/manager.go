@@ -156,6 +156,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		// because the manager exits as soon as Start returns.
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(o.Namespaces, httpRoutes),
+		NewCache:                      controllers.NewCache,
 	})
 	if err != nil {
 		return nil, err
