@@ -49,12 +49,17 @@ func CacheOptions(namespaces []string, httpRoutes bool) cache.Options {
 
 // slimPod keeps of a store pod what the operator reads (labels, annotations, owners,
 // deletion, readiness, phase): the role label, the rollout's revisions and readiness.
-// The spec is the StatefulSet's, which the cache holds once.
+// The spec is the StatefulSet's, which the cache holds once. The StatefulSet's labels
+// naming and numbering the pod repeat its name, and would take its label map past the
+// eight entries a small Go map holds (twice the memory). Nothing lists pods by them, and
+// the operator writes pods' labels by merge patch, which leaves labels it never saw alone.
 func slimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
 	}
+	delete(pod.Labels, appsv1.StatefulSetPodNameLabel)
+	delete(pod.Labels, appsv1.PodIndexLabel)
 	return &corev1.Pod{
 		TypeMeta:   pod.TypeMeta,
 		ObjectMeta: pod.ObjectMeta,

@@ -137,26 +137,11 @@ func internMeta(obj any) (any, error) {
 	return obj, nil
 }
 
-// template shares a pod or claim template's labels and annotation keys, which repeat
-// those of the workload.
+// template shares a pod or claim template's labels, which repeat those of the workload,
+// and packs its annotations.
 func (in *interner) template(m *metav1.ObjectMeta) {
 	m.Labels = in.labels(m.Labels)
-	m.Annotations = in.annotations(m.Annotations)
-}
-
-// annotations returns m with its keys shared; the values (hashes, digests) differ per
-// object.
-func (in *interner) annotations(m map[string]string) map[string]string {
-	if len(m) == 0 {
-		return m
-	}
-	out := make(map[string]string, len(m))
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for k, v := range m {
-		out[in.getLocked(k)] = v
-	}
-	return out
+	packAnnotations(m)
 }
 
 func (in *interner) selector(s *metav1.LabelSelector) {

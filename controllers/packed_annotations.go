@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -12,7 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Cached children keep their annotations packed in one string, not a map.
+// Cached children keep their annotations (and their pod templates') packed in one
+// string, not a map.
 //
 // Every child carries a spec hash, and many a digest or two, whose values differ per
 // object, so each cached object had a map of its own. A Go map of up to eight entries
@@ -64,6 +66,21 @@ func packAnnotations(o metav1.Object) {
 	o.SetAnnotations(nil)
 }
 
+// unpack restores what the cache transform packed: the object's annotations, and a
+// workload's templates'.
+func unpack(o metav1.Object) {
+	unpackAnnotations(o)
+	switch w := o.(type) {
+	case *appsv1.StatefulSet:
+		unpackAnnotations(&w.Spec.Template.ObjectMeta)
+		for i := range w.Spec.VolumeClaimTemplates {
+			unpackAnnotations(&w.Spec.VolumeClaimTemplates[i].ObjectMeta)
+		}
+	case *appsv1.Deployment:
+		unpackAnnotations(&w.Spec.Template.ObjectMeta)
+	}
+}
+
 // unpackAnnotations restores what packAnnotations moved; other objects are left as they are.
 func unpackAnnotations(o metav1.Object) {
 	packed, ok := strings.CutPrefix(o.GetSelfLink(), packedPrefix)
@@ -103,7 +120,7 @@ func (c unpackingCache) Get(ctx context.Context, key client.ObjectKey, obj clien
 	if err := c.Cache.Get(ctx, key, obj, opts...); err != nil {
 		return err
 	}
-	unpackAnnotations(obj)
+	unpack(obj)
 	return nil
 }
 
@@ -113,7 +130,7 @@ func (c unpackingCache) List(ctx context.Context, list client.ObjectList, opts .
 	}
 	return meta.EachListItem(list, func(item runtime.Object) error {
 		if o, ok := item.(metav1.Object); ok {
-			unpackAnnotations(o)
+			unpack(o)
 		}
 		return nil
 	})

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -64,6 +65,14 @@ func TestCacheReadsUnpackAnnotations(t *testing.T) {
 		if s.Namespace == ns && s.Annotations[render.AnnotationSpecHash] == "" {
 			t.Errorf("listed through the cache: %s has annotations %v", s.Name, s.Annotations)
 		}
+	}
+
+	sts := &appsv1.StatefulSet{}
+	if err := mgrCache.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shop-store"}, sts); err != nil {
+		t.Fatal(err)
+	}
+	if sts.Spec.Template.Annotations[render.AnnotationConfigHash] == "" || sts.Spec.Template.SelfLink != "" {
+		t.Errorf("a StatefulSet read through the cache: template annotations %v", sts.Spec.Template.Annotations)
 	}
 
 	inf, err := mgrCache.GetInformer(ctx, &corev1.Service{})
