@@ -3,6 +3,7 @@ package controllers
 import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -68,9 +69,15 @@ func slimPod(obj any) (any, error) {
 }
 
 // chain runs transforms in order; a ByObject transform replaces the default one, so the
-// managedFields stripping is repeated in the chain.
+// managedFields stripping is repeated in the chain. An object the chain has already
+// transformed (internMeta, last, marks it packed) is left as it is: client-go may hand
+// the same object to the transform twice, and a slimmed workload's digest taken again
+// would be of the slimmed spec.
 func chain(fns ...toolscache.TransformFunc) toolscache.TransformFunc {
 	return func(obj any) (any, error) {
+		if o, ok := obj.(metav1.Object); ok && packed(o) {
+			return obj, nil
+		}
 		var err error
 		for _, fn := range fns {
 			if obj, err = fn(obj); err != nil {

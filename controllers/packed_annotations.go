@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/binary"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -34,36 +35,42 @@ const packedPrefix = "\x00packed\x00"
 // annotationPrefix is the operator's own prefix, which nearly every key shares.
 const annotationPrefix = "session.sessionops.dev/"
 
-// packAnnotations moves an object's annotations into its selfLink.
+// packAnnotations moves an object's annotations into its selfLink: for each pair, a
+// byte saying whether the key has the operator's prefix (left out), then the key and the
+// value, each after its length. An object without annotations gets the bare prefix, so
+// that every object the transform has seen says so (see packed).
 func packAnnotations(o metav1.Object) {
-	ann := o.GetAnnotations()
-	if len(ann) == 0 {
+	if packed(o) {
 		return
 	}
+	ann := o.GetAnnotations()
 	n := len(packedPrefix)
 	for k, v := range ann {
-		// A key cannot hold NUL (it is a qualified name); a value could, in principle, and
-		// leaves the map as it is.
-		if strings.IndexByte(v, 0) >= 0 {
-			return
-		}
-		n += len(k) + len(v) + 2
+		n += 1 + 2*binary.MaxVarintLen32 + len(k) + len(v)
 	}
-	var b strings.Builder
-	b.Grow(n)
-	b.WriteString(packedPrefix)
+	b := make([]byte, 0, n)
+	b = append(b, packedPrefix...)
 	for k, v := range ann {
 		if rest, ok := strings.CutPrefix(k, annotationPrefix); ok {
-			b.WriteByte(1)
+			b = append(b, 1)
 			k = rest
+		} else {
+			b = append(b, 0)
 		}
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(v)
-		b.WriteByte(0)
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
 	}
-	o.SetSelfLink(b.String())
+	o.SetSelfLink(string(b))
 	o.SetAnnotations(nil)
+}
+
+// packed reports whether the cache transform has already seen o. Transforms must be
+// idempotent: client-go runs them twice on what a streamed initial list (WatchList)
+// returns, once into its temporary store and again on the informer's Replace.
+func packed(o metav1.Object) bool {
+	return strings.HasPrefix(o.GetSelfLink(), packedPrefix)
 }
 
 // unpack restores what the cache transform packed: the object's annotations, and a
@@ -83,22 +90,35 @@ func unpack(o metav1.Object) {
 
 // unpackAnnotations restores what packAnnotations moved; other objects are left as they are.
 func unpackAnnotations(o metav1.Object) {
-	packed, ok := strings.CutPrefix(o.GetSelfLink(), packedPrefix)
+	rest, ok := strings.CutPrefix(o.GetSelfLink(), packedPrefix)
 	if !ok {
 		return
 	}
+	o.SetSelfLink("")
+	if rest == "" {
+		return
+	}
 	ann := map[string]string{}
-	for packed != "" {
-		k, rest, _ := strings.Cut(packed, "\x00")
-		v, rest, _ := strings.Cut(rest, "\x00")
-		if short, ok := strings.CutPrefix(k, "\x01"); ok {
-			k = annotationPrefix + short
+	for rest != "" {
+		operators := rest[0] == 1
+		var k, v string
+		k, rest = cutLength(rest[1:])
+		v, rest = cutLength(rest)
+		if operators {
+			k = annotationPrefix + k
 		}
 		ann[k] = v
-		packed = rest
 	}
 	o.SetAnnotations(ann)
-	o.SetSelfLink("")
+}
+
+// cutLength reads a string written after its length.
+func cutLength(s string) (string, string) {
+	n, w := binary.Uvarint([]byte(s[:min(len(s), binary.MaxVarintLen64)]))
+	if w <= 0 || uint64(len(s)-w) < n {
+		return "", "" // cannot happen: only packAnnotations writes the prefix
+	}
+	return s[w : w+int(n)], s[w+int(n):]
 }
 
 // NewCache is the manager's cache: controller-runtime's, whose reads unpack annotations.

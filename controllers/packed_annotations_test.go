@@ -31,10 +31,21 @@ func TestPackedAnnotationsRoundTrip(t *testing.T) {
 			t.Errorf("round trip of %v gave %v, selfLink %q", ann, m.Annotations, m.SelfLink)
 		}
 	}
-	// A value that cannot be packed, and a real selfLink, are left as they are.
-	m := &metav1.ObjectMeta{Annotations: map[string]string{"a": "b\x00c"}}
-	if packAnnotations(m); m.Annotations["a"] != "b\x00c" || m.SelfLink != "" {
-		t.Errorf("a value holding NUL was packed: %+v", m)
+	// Any bytes, and no annotations at all, come back as they were.
+	m := &metav1.ObjectMeta{Annotations: map[string]string{"a": "b\x00c\x01", annotationPrefix + "\x01": ""}}
+	want := maps.Clone(m.Annotations)
+	if packAnnotations(m); !packed(m) || m.Annotations != nil {
+		t.Errorf("not packed: %+v", m)
+	}
+	if unpackAnnotations(m); !maps.Equal(m.Annotations, want) {
+		t.Errorf("round trip of %q gave %q", want, m.Annotations)
+	}
+	m = &metav1.ObjectMeta{}
+	if packAnnotations(m); !packed(m) {
+		t.Error("an object without annotations is not marked")
+	}
+	if unpackAnnotations(m); m.Annotations != nil || m.SelfLink != "" {
+		t.Errorf("an object without annotations came back as %+v", m)
 	}
 	m = &metav1.ObjectMeta{SelfLink: "/api/v1/namespaces/a/services/b"}
 	if unpackAnnotations(m); m.Annotations != nil || m.SelfLink == "" {
@@ -73,6 +84,27 @@ func TestCacheReadsUnpackAnnotations(t *testing.T) {
 	}
 	if sts.Spec.Template.Annotations[render.AnnotationConfigHash] == "" || sts.Spec.Template.SelfLink != "" {
 		t.Errorf("a StatefulSet read through the cache: template annotations %v", sts.Spec.Template.Annotations)
+	}
+
+	// A cache started over objects that exist gets them from one streamed list, which
+	// client-go transforms twice; what it reads is the same.
+	fresh, err := NewCache(restConfig, CacheOptions([]string{ns}, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	freshCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = fresh.Start(freshCtx) }()
+	if !fresh.WaitForCacheSync(ctx) {
+		t.Fatal("the fresh cache never started")
+	}
+	again := &appsv1.StatefulSet{}
+	if err := fresh.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shop-store"}, again); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(again.Annotations, sts.Annotations) || !maps.Equal(again.Spec.Template.Annotations, sts.Spec.Template.Annotations) {
+		t.Errorf("a cache started later reads annotations %v, template %v; the manager's %v, %v",
+			again.Annotations, again.Spec.Template.Annotations, sts.Annotations, sts.Spec.Template.Annotations)
 	}
 
 	inf, err := mgrCache.GetInformer(ctx, &corev1.Service{})

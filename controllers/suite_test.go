@@ -19,6 +19,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -46,9 +47,11 @@ var (
 	managerWrites = &testenv.Counter{}
 	waker         = NewWaker()
 	// mgrCache is the manager's cache, for tests of what it holds.
-	mgrCache  cache.Cache
-	scheme    = runtime.NewScheme()
-	nsCounter atomic.Int64
+	mgrCache cache.Cache
+	// restConfig reaches the test apiserver, for tests that start caches of their own.
+	restConfig *rest.Config
+	scheme     = runtime.NewScheme()
+	nsCounter  atomic.Int64
 )
 
 func TestMain(m *testing.M) {
@@ -87,7 +90,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mgrCache = mgr.GetCache()
+	mgrCache, restConfig = mgr.GetCache(), cfg
 	gateway := &GatewayDetector{Mapper: mgr.GetRESTMapper(), OpenAPI: discovery.NewDiscoveryClientForConfigOrDie(cfg).OpenAPIV3()}
 	r := &SessionClusterReconciler{
 		Client:                  mgr.GetClient(),
