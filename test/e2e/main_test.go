@@ -110,7 +110,9 @@ func run(m *testing.M) int {
 		code = 1
 	} else {
 		e.res.SetupSeconds = secs(time.Since(start))
+		rc := startRecap()
 		code = m.Run()
+		rc.finish(code != 0)
 	}
 	e.res.TotalSeconds = secs(time.Since(start))
 	e.res.Passed = code == 0 && len(e.res.FailedSteps) == 0
