@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"regexp"
-	"sync"
 )
 
 // A failing run's messages are printed mid-output, minutes before its end, and a CI log
@@ -24,12 +23,12 @@ const (
 	recapMaxChars = 600
 )
 
-// recap tees the test binary's stdout, keeping the failure lines.
+// recap tees the test binary's stdout, keeping the failure lines. Only its copying
+// goroutine touches kept and more until done is closed.
 type recap struct {
 	real *os.File
 	w    *os.File
 	done chan struct{}
-	mu   sync.Mutex
 	kept []string
 	more int
 }
@@ -61,13 +60,11 @@ func (rc *recap) copy(r io.ReadCloser) {
 		if len(line) > recapMaxChars {
 			line = line[:recapMaxChars] + " …"
 		}
-		rc.mu.Lock()
 		if len(rc.kept) < recapMaxLines {
 			rc.kept = append(rc.kept, line)
 		} else {
 			rc.more++
 		}
-		rc.mu.Unlock()
 	}
 	// A line too long for the scanner: pass the rest through unread.
 	_, _ = io.Copy(rc.real, r)
